@@ -1,0 +1,34 @@
+"""irgrad: a deep-learning compiler you can see into.
+
+Python model code is traced into a typed SSA IR; passes differentiate, simplify, fuse and
+memory-plan it; codegen turns it into native code. See DESIGN.md for the public contract.
+"""
+
+from .errors import (ArgumentError, BackendUnavailable, GradientCheckError, IrgradError,
+                     ParseError, PipelineError, ShapeError, SourceLoc, VerifyError)
+from .frontend.function import Function, function, trace
+from .frontend.library import (abs, arange, astype, concatenate, cos, cross_entropy, exp, full,
+                               gelu, layer_norm, log, log_softmax, logsumexp, matmul, max,
+                               maximum, mean, minimum, mse_loss, one_hot, ones, pad, relu,
+                               reshape, sigmoid, sign, sin, softmax, sqrt, square, stack,
+                               stop_gradient, sum, take, tanh, transpose, var, where, zeros)
+from .frontend.pytree import tree_map
+from .frontend.specs import TensorSpec, bool_, f32, f64, i32, i64
+from .frontend.tensor import Tensor
+from .ir import Module, parse, verify
+from .ir.types import DType, TensorType
+from .api import compile
+from .passes.manager import run_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError", "BackendUnavailable", "GradientCheckError", "IrgradError", "ParseError",
+    "PipelineError", "ShapeError", "SourceLoc", "VerifyError", "Function", "function", "trace",
+    "abs", "arange", "astype", "concatenate", "cos", "cross_entropy", "exp", "full", "gelu",
+    "layer_norm", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
+    "minimum", "mse_loss", "one_hot", "ones", "pad", "relu", "reshape", "sigmoid", "sign", "sin",
+    "softmax", "sqrt", "square", "stack", "stop_gradient", "sum", "take", "tanh", "transpose",
+    "var", "where", "zeros", "tree_map", "TensorSpec", "bool_", "f32", "f64", "i32", "i64",
+    "Tensor", "Module", "parse", "verify", "DType", "TensorType", "compile", "run_pipeline",
+]

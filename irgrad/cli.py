@@ -1,0 +1,258 @@
+"""The `irgrad` command: dump, opt, check, run, bench (and more, see `irgrad --help`).
+
+Bad input ends with exit status 1 and one readable message (no traceback); wrong usage
+with status 2. Set IRGRAD_TRACEBACK=1 to see the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from .errors import IrgradError
+
+
+class CliError(Exception):
+    """A readable failure: printed as `irgrad: error: ...`, exit status 1."""
+
+
+# --- loading user code -------------------------------------------------------------------------
+
+def load_target(target: str):
+    """`FILE.py:NAME` -> the frontend Function it names (tracing a plain function if needed)."""
+    from .frontend.function import Function, function
+    path, sep, name = target.rpartition(":")
+    if not sep or not path.endswith(".py") or not name:
+        raise CliError(f"expected FILE.py:NAME, got '{target}'")
+    module = load_python_file(path)
+    if not hasattr(module, name):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Function))
+        hint = f" (Functions there: {', '.join(found)})" if found else ""
+        raise CliError(f"{path} has no '{name}'{hint}")
+    obj = getattr(module, name)
+    if isinstance(obj, Function):
+        return obj
+    if callable(obj):
+        return function(obj)
+    raise CliError(f"{path}:{name} is a {type(obj).__name__}, not an irgrad Function")
+
+
+def load_python_file(path: str):
+    if not os.path.isfile(path):
+        raise CliError(f"no such file: {path}")
+    mod_name = "_irgrad_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        spec.loader.exec_module(module)
+    except IrgradError:
+        raise
+    except SyntaxError as e:
+        raise CliError(f"{e.filename}:{e.lineno}:{e.offset}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - user code may raise anything; report it readably
+        tb = traceback.extract_tb(e.__traceback__)
+        frame = next((f for f in reversed(tb) if os.path.abspath(f.filename) == os.path.abspath(path)),
+                     tb[-1] if tb else None)
+        where = f"{frame.filename}:{frame.lineno}: " if frame else ""
+        raise CliError(f"{where}{type(e).__name__} while loading {path}: {e}") from None
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def read_ir(path: str):
+    from .ir.parser import parse
+    if path == "-":
+        return parse(sys.stdin.read(), "<stdin>")
+    if not os.path.isfile(path):
+        raise CliError(f"no such file: {path}")
+    with open(path) as fh:
+        return parse(fh.read(), path)
+
+
+def load_ir_or_python(target: str):
+    """A `.ir` file (all its functions) or `FILE.py:NAME` -> (frontend Function or None, Module)."""
+    from .ir.core import Module
+    if target.endswith(".ir") or target == "-":
+        return None, read_ir(target)
+    fn = load_target(target)
+    return fn, Module([fn.ir])
+
+
+def write_out(text: str, path: str | None) -> None:
+    if path and path != "-":
+        with open(path, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+def cmd_dump(args) -> int:
+    from .passes.manager import run_pipeline
+    fn = load_target(args.target)
+    if args.grad:
+        from .autodiff import grad_all_floats
+        fn = grad_all_floats(fn)
+    emit = args.emit
+    print_after = tuple(args.print_after or ())
+    optimized = run_pipeline(fn.ir, args.pipeline, print_after_all=args.print_after_all,
+                             print_after=print_after, stream=sys.stdout,
+                             time_passes=args.time_passes)
+    if emit == "ir":
+        if not (args.print_after_all or print_after):
+            sys.stdout.write(str(optimized))
+        return 0
+    from .codegen import emit_code
+    sys.stdout.write(emit_code(optimized, emit))
+    return 0
+
+
+def cmd_opt(args) -> int:
+    from .ir.printer import print_module
+    from .passes.manager import run_pipeline
+    module = read_ir(args.file)
+    out = run_pipeline(module, args.pipeline, print_after_all=args.print_after_all,
+                       print_after=tuple(args.print_after or ()), time_passes=args.time_passes,
+                       stream=sys.stderr)
+    write_out(print_module(out), args.output)
+    return 0
+
+
+def cmd_check(args) -> int:
+    module = read_ir(args.file)
+    names = ", ".join(f"@{f.name}" for f in module)
+    n_ops = sum(f.num_ops() for f in module)
+    print(f"{args.file}: ok ({len(module.functions)} function(s): {names}; {n_ops} ops)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .api import compile as ig_compile
+    fn, module = load_ir_or_python(args.target)
+    if fn is None:
+        if args.function:
+            if args.function not in module.functions:
+                raise CliError(f"{args.target} has no function @{args.function}")
+            irf = module.functions[args.function]
+        else:
+            irf = next(iter(module))
+        from .frontend.function import Function
+        fn = Function(irf)
+    inputs = make_inputs(fn.ir, args.inputs, args.seed)
+    compiled = ig_compile(fn.ir, backend=args.backend, pipeline=args.pipeline)
+    outs = compiled(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    np.set_printoptions(precision=6, threshold=64, edgeitems=3, linewidth=100)
+    for i, (o, t) in enumerate(zip(outs, fn.ir.result_types)):
+        print(f"result {i}: {t} =")
+        print(np.array2string(np.asarray(o), prefix="  ") if np.ndim(o) else f"  {np.asarray(o).item()!r}")
+    return 0
+
+
+def make_inputs(irf, npz_path: str | None, seed: int) -> list[np.ndarray]:
+    """Arrays for every parameter: from an .npz (by parameter name or position), else random."""
+    params = irf.params
+    if npz_path:
+        if not os.path.isfile(npz_path):
+            raise CliError(f"no such file: {npz_path}")
+        try:
+            data = np.load(npz_path)
+        except Exception as e:  # noqa: BLE001
+            raise CliError(f"cannot read {npz_path}: {e}") from None
+        out = []
+        for i, p in enumerate(params):
+            for key in (p.name, f"arg{i}", f"arr_{i}"):
+                if key and key in data.files:
+                    out.append(data[key])
+                    break
+            else:
+                raise CliError(f"{npz_path} has no array for parameter %{p.name} "
+                               f"(keys: {', '.join(data.files) or 'none'})")
+        return out
+    rng = np.random.default_rng(seed)
+    print(f"(no --inputs: normal random floats, zero integers and false booleans, seed {seed})",
+          file=sys.stderr)
+    out = []
+    for p in params:
+        t = p.type
+        if t.dtype.is_float:
+            out.append(rng.standard_normal(t.shape).astype(t.dtype.np))
+        else:
+            out.append(np.zeros(t.shape, t.dtype.np))
+    return out
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="irgrad", description="irgrad: a deep-learning compiler you "
+                                "can see into. Trace, differentiate, optimize and run IR.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("dump", help="print the IR of FILE.py:NAME after a pipeline")
+    d.add_argument("target", metavar="FILE.py:NAME")
+    d.add_argument("--grad", action="store_true", help="dump the gradient function instead")
+    d.add_argument("-p", "--pipeline", default="O0", help="pass pipeline (default O0)")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    g.add_argument("--print-after", action="append", metavar="PASS", help="print after PASS")
+    d.add_argument("--time-passes", action="store_true", help="report the time of every pass")
+    d.add_argument("--emit", choices=("ir", "llvm", "asm", "cuda"), default="ir")
+    d.set_defaults(func=cmd_dump)
+
+    o = sub.add_parser("opt", help="run a pipeline on IR text (file or - for stdin)")
+    o.add_argument("file", metavar="FILE.ir|-")
+    o.add_argument("-p", "--pipeline", required=True)
+    o.add_argument("--print-after-all", action="store_true")
+    o.add_argument("--print-after", action="append", metavar="PASS")
+    o.add_argument("--time-passes", action="store_true")
+    o.add_argument("-o", "--output", metavar="OUT")
+    o.set_defaults(func=cmd_opt)
+
+    c = sub.add_parser("check", help="parse and verify an IR file")
+    c.add_argument("file", metavar="FILE.ir")
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("run", help="run FILE.ir or FILE.py:NAME and print the results")
+    r.add_argument("target", metavar="FILE.ir|FILE.py:NAME")
+    r.add_argument("--backend", default="numpy", choices=("numpy", "cpu", "cuda"))
+    r.add_argument("-p", "--pipeline", default="O0")
+    r.add_argument("--inputs", metavar="FILE.npz", help="arrays named after the parameters")
+    r.add_argument("--function", metavar="NAME", help="which function of an .ir file")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (IrgradError, CliError) as e:
+        print(f"irgrad: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("irgrad: interrupted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - never show users a raw traceback
+        if os.environ.get("IRGRAD_TRACEBACK"):
+            raise
+        print(f"irgrad: internal error: {type(e).__name__}: {e} "
+              f"(run with IRGRAD_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

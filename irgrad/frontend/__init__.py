@@ -1,0 +1,1 @@
+"""The tracing DSL: specs, pytrees, traced tensors, library functions, nn layers, optimizers."""

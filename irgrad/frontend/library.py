@@ -1,0 +1,227 @@
+"""The DSL's library functions, built from primitives while tracing.
+
+Numerically stable forms throughout: `log_softmax`, `logsumexp`, `softmax` and
+`cross_entropy` subtract the row maximum (through `stop_gradient`, so the backward pass
+does not differentiate the max, whose contribution is exactly zero); `gelu` is the tanh
+form; `layer_norm` normalizes the last axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir.types import DType, TensorType
+from .specs import as_dtype
+from .tensor import (Tensor, as_tensor, const_tensor, binary, broadcast_shapes, broadcast_to, emit, fail,
+                     matmul as _matmul, mean as _mean, normalize_axes, reduce, reshape as _reshape,
+                     transpose as _transpose, unary)
+
+
+def exp(x): return unary("exp", x)
+def log(x): return unary("log", x)
+def sin(x): return unary("sin", x)
+def cos(x): return unary("cos", x)
+def tanh(x): return unary("tanh", x)
+def sqrt(x): return unary("sqrt", x)
+def abs(x): return unary("abs", x)  # noqa: A001 - mirrors numpy's name
+def sign(x): return unary("sign", x)
+def square(x): return as_tensor(x) * x
+
+
+def maximum(a, b): return binary("max", a, b)
+def minimum(a, b): return binary("min", a, b)
+
+
+def relu(x):
+    x = as_tensor(x)
+    return maximum(x, 0.0 if x.dtype.is_float else 0)
+
+
+def sigmoid(x):
+    # sigmoid x = (1 + tanh(x/2)) / 2: no overflow for large |x|
+    x = as_tensor(x)
+    return (tanh(x * 0.5) + 1.0) * 0.5
+
+
+def gelu(x):
+    # gelu x = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (the tanh form)
+    x = as_tensor(x)
+    inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
+    return x * 0.5 * (tanh(inner) + 1.0)
+
+
+def stop_gradient(x):
+    """The value of x, with no derivative flowing through it."""
+    x = as_tensor(x)
+    return emit("stop_gradient", x.value)
+
+
+def where(cond, a, b):
+    cond = as_tensor(cond)
+    if cond.dtype is not DType.bool:
+        raise fail(f"ig.where needs a bool condition, got {cond.type}")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = as_tensor(a)
+    shape = broadcast_shapes(cond.shape, *(t.shape for t in (a, b) if isinstance(t, Tensor)))
+    if isinstance(a, Tensor):
+        b = as_tensor(b, a, shape)
+    else:
+        a = as_tensor(a, b, shape)
+    if a.dtype is not b.dtype:
+        raise fail(f"ig.where branches have different dtypes: {a.type} and {b.type}")
+    shape = broadcast_shapes(cond.shape, a.shape, b.shape)
+    return emit("select", broadcast_to(cond, shape).value, broadcast_to(a, shape).value,
+                broadcast_to(b, shape).value)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    return reduce("reduce_sum", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return reduce("reduce_max", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return _mean(x, axis, keepdims)
+
+
+def var(x, axis=None, keepdims=False):
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim)
+    centered = x - _keep(mean(x, axes), x, axes)
+    return mean(centered * centered, axes, keepdims)
+
+
+def reshape(x, *shape): return _reshape(x, *shape)
+def transpose(x, *axes): return _transpose(x, *axes)
+def matmul(a, b): return _matmul(a, b)
+
+
+def _keep(r, x, axes):
+    """`r` (x reduced over `axes`) with the reduced axes put back as size 1, to broadcast."""
+    return _reshape(r, [1 if i in axes else d for i, d in enumerate(x.shape)])
+
+
+def _max_stopped(x, axes):
+    return _keep(stop_gradient(reduce("reduce_max", x, axes)), x, axes)
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    # log sum exp x = m + log sum exp(x - m), m = max x (stable for large x)
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim)
+    m = stop_gradient(reduce("reduce_max", x, axes))
+    s = log(sum(exp(x - _keep(m, x, axes)), axes)) + m
+    return _keep(s, x, axes) if keepdims else s
+
+
+def log_softmax(x, axis=-1):
+    # log softmax x = (x - m) - log sum exp(x - m)
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim)
+    shifted = x - _max_stopped(x, axes)
+    return shifted - _keep(log(sum(exp(shifted), axes)), x, axes)
+
+
+def softmax(x, axis=-1):
+    x = as_tensor(x)
+    axes = normalize_axes(axis, x.ndim)
+    e = exp(x - _max_stopped(x, axes))
+    return e / _keep(sum(e, axes), x, axes)
+
+
+def take(a, indices, axis=0):
+    """np.take: rows of `a` along `axis` picked by integer `indices` (embeddings)."""
+    a = as_tensor(a)
+    if isinstance(indices, (int, np.integer)):
+        indices = np.asarray(indices, dtype=np.int32)
+    idx = as_tensor(indices)
+    if not idx.dtype.is_int:
+        raise fail(f"ig.take needs integer indices, got {idx.type}")
+    (ax,) = normalize_axes(axis, a.ndim)
+    return emit("gather", a.value, idx.value, axis=ax)
+
+
+def one_hot(labels, num_classes: int, dtype=DType.f32):
+    labels = as_tensor(labels)
+    shape = labels.shape + (num_classes,)
+    classes = emit("iota", axis=len(shape) - 1, result_type=TensorType(labels.dtype, shape))
+    hit = classes == broadcast_to(_reshape(labels, labels.shape + (1,)), shape)
+    return hit.astype(dtype)
+
+
+def layer_norm(x, gamma=None, beta=None, eps=1e-5):
+    # (x - mean) / sqrt(var + eps) * gamma + beta over the last axis
+    x = as_tensor(x)
+    axes = (x.ndim - 1,)
+    centered = x - _keep(mean(x, axes), x, axes)
+    variance = mean(centered * centered, axes)
+    y = centered / _keep(sqrt(variance + eps), x, axes)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def cross_entropy(logits, labels):
+    """Mean over N of -log softmax(logits)[n, labels[n]]; logits [N, C], labels int [N]."""
+    logits, labels = as_tensor(logits), as_tensor(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1] or not labels.dtype.is_int:
+        raise fail(f"cross_entropy needs logits [N, C] and integer labels [N], got "
+                   f"{logits.type} and {labels.type}")
+    lsm = log_softmax(logits, axis=-1)
+    picked = where(one_hot(labels, logits.shape[1], DType.bool), lsm, 0.0)
+    return -sum(picked) / float(logits.shape[0])
+
+
+def mse_loss(pred, target):
+    """Mean over all elements of (pred - target)^2."""
+    d = as_tensor(pred) - target
+    return mean(d * d)
+
+
+def concatenate(xs, axis=0):
+    xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise fail("concatenate needs at least one tensor")
+    (ax,) = normalize_axes(axis, xs[0].ndim)
+    return emit("concat", *[x.value for x in xs], axis=ax)
+
+
+def stack(xs, axis=0):
+    xs = [as_tensor(x) for x in xs]
+    nd = xs[0].ndim + 1
+    (ax,) = normalize_axes(axis, nd)
+    return concatenate([_reshape(x, x.shape[:ax] + (1,) + x.shape[ax:]) for x in xs], ax)
+
+
+def pad(x, pad_width):
+    x = as_tensor(x)
+    widths = [(int(lo), int(hi)) for lo, hi in pad_width]
+    if len(widths) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise fail(f"pad needs one (low, high) pair of non-negative sizes per axis of {x.type}")
+    return emit("pad", x.value, low=tuple(lo for lo, _ in widths), high=tuple(hi for _, hi in widths))
+
+
+def zeros(shape, dtype=DType.f32):
+    return const_tensor(0, as_dtype(dtype), tuple(shape))
+
+
+def ones(shape, dtype=DType.f32):
+    return const_tensor(1, as_dtype(dtype), tuple(shape))
+
+
+def full(shape, value, dtype=DType.f32):
+    return const_tensor(value, as_dtype(dtype), tuple(shape))
+
+
+def arange(n: int, dtype=DType.i32):
+    return emit("iota", axis=0, result_type=TensorType(as_dtype(dtype), (int(n),)))
+
+
+def astype(x, dtype):
+    return as_tensor(x).astype(dtype)

@@ -1,0 +1,205 @@
+"""Elementwise primitives: unary math, binary arithmetic, comparisons, select, cast.
+
+An elementwise op's Jacobian is diagonal, hence its own transpose: one linear map per
+operand, `lin(b, operands, result, t) = (d result / d operand) * t`, serves both the VJP
+(t = cotangent) and the JVP (t = tangent). Each entry states that derivative in a comment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from .registry import AttrSpec, OpDef, register, require_dtype, require_same
+from .types import DType
+
+
+def _is_numeric(d: DType) -> bool:
+    return d is not DType.bool
+
+
+def _elementwise_vjp(lins):
+    def vjp(b, op, cts, wanted):
+        g = cts[0]
+        if g is None:
+            return [None] * len(op.operands)
+        return [lin(b, op.operands, op.result, g) if (want and lin is not None) else None
+                for lin, want in zip(lins, wanted)]
+    return vjp
+
+
+def _elementwise_jvp(lins):
+    def jvp(b, op, tangents):
+        total = None
+        for lin, t in zip(lins, tangents):
+            if t is not None and lin is not None:
+                total = b.add_maybe(total, lin(b, op.operands, op.result, t))
+        return [total]
+    return jvp
+
+
+def _float_unary_infer(name):
+    def infer(types, attrs, declared):
+        require_dtype(name, types[0], lambda d: d.is_float, "floating-point")
+        return [types[0]]
+    return infer
+
+
+def _numeric_unary_infer(name):
+    def infer(types, attrs, declared):
+        require_dtype(name, types[0], _is_numeric, "numeric (not bool)")
+        return [types[0]]
+    return infer
+
+
+def unary(name, ref, lin, *, numeric_ok=False, doc=""):
+    """Register a unary elementwise op with derivative map `lin` (None: zero derivative)."""
+    register(OpDef(
+        name=name,
+        infer=_numeric_unary_infer(name) if numeric_ok else _float_unary_infer(name),
+        reference=lambda xs, op: [ref(xs[0])],
+        vjp=_elementwise_vjp([lin]) if lin else None,
+        jvp=_elementwise_jvp([lin]) if lin else None,
+        num_operands=1, elementwise=True, differentiable=lin is not None, doc=doc))
+
+
+# d/dx (-x) = -1
+unary("neg", np.negative, lambda b, x, y, t: b.neg(t), numeric_ok=True)
+# d/dx exp x = exp x
+unary("exp", np.exp, lambda b, x, y, t: b.mul(t, y))
+# d/dx log x = 1 / x
+unary("log", np.log, lambda b, x, y, t: b.div(t, x[0]))
+# d/dx sin x = cos x
+unary("sin", np.sin, lambda b, x, y, t: b.mul(t, b.cos(x[0])))
+# d/dx cos x = -sin x
+unary("cos", np.cos, lambda b, x, y, t: b.neg(b.mul(t, b.sin(x[0]))))
+# d/dx tanh x = 1 - tanh(x)^2
+unary("tanh", np.tanh, lambda b, x, y, t: b.mul(t, b.sub(b.ones_like(y), b.mul(y, y))))
+# d/dx sqrt x = 1 / (2 sqrt x)
+unary("sqrt", np.sqrt, lambda b, x, y, t: b.div(b.scale(t, 0.5), y))
+# d/dx |x| = sign x   (0 at x = 0)
+unary("abs", np.abs, lambda b, x, y, t: b.mul(t, b.sign(x[0])), numeric_ok=True)
+# d/dx sign x = 0 almost everywhere
+unary("sign", np.sign, None, numeric_ok=True)
+
+
+def _binary_infer(name, pred, words, result_bool=False):
+    def infer(types, attrs, declared):
+        t = require_same(name, types)
+        require_dtype(name, t, pred, words)
+        return [t.with_dtype(DType.bool) if result_bool else t]
+    return infer
+
+
+def binary(name, ref, lin_a, lin_b, *, pred=_is_numeric, words="numeric (not bool)", doc=""):
+    register(OpDef(
+        name=name,
+        infer=_binary_infer(name, pred, words),
+        reference=lambda xs, op: [ref(xs[0], xs[1])],
+        vjp=_elementwise_vjp([lin_a, lin_b]),
+        jvp=_elementwise_jvp([lin_a, lin_b]),
+        num_operands=2, elementwise=True, doc=doc))
+
+
+def _float(d: DType) -> bool:
+    return d.is_float
+
+
+# d(a+b) = da + db
+binary("add", np.add, lambda b, x, y, t: t, lambda b, x, y, t: t)
+# d(a-b) = da - db
+binary("sub", np.subtract, lambda b, x, y, t: t, lambda b, x, y, t: b.neg(t))
+# d(a*b) = b da + a db
+binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t: b.mul(x[0], t))
+# d(a/b) = da / b - (a/b^2) db = da / b - (y/b) db
+binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
+       lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point")
+# d(a^b) = b a^(b-1) da + log(a) a^b db
+binary("pow", np.power,
+       lambda b, x, y, t: b.mul(t, b.mul(x[1], b.pow(x[0], b.sub(x[1], b.ones_like(x[1]))))),
+       lambda b, x, y, t: b.mul(t, b.mul(b.log(x[0]), y)), pred=_float, words="floating-point")
+# d max(a,b) = da where a > b, db where a <= b (ties go to b, so relu'(0) = 0 as in PyTorch)
+binary("max", np.maximum,
+       lambda b, x, y, t: b.select(b.gt(x[0], x[1]), t, b.zeros_like(t)),
+       lambda b, x, y, t: b.select(b.gt(x[0], x[1]), b.zeros_like(t), t))
+# d min(a,b) = da where a < b, db where a >= b
+binary("min", np.minimum,
+       lambda b, x, y, t: b.select(b.lt(x[0], x[1]), t, b.zeros_like(t)),
+       lambda b, x, y, t: b.select(b.lt(x[0], x[1]), b.zeros_like(t), t))
+
+
+def compare(name, ref):
+    # Comparisons produce booleans: no derivative flows through them.
+    eq_like = name in ("eq", "ne")
+    register(OpDef(
+        name=name,
+        infer=_binary_infer(name, (lambda d: True) if eq_like else _is_numeric,
+                            "any" if eq_like else "numeric (not bool)", result_bool=True),
+        reference=lambda xs, op: [ref(xs[0], xs[1])],
+        num_operands=2, elementwise=True, differentiable=False))
+
+
+for _n, _f in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
+               ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)):
+    compare(_n, _f)
+
+
+# The identity in value; its derivative is zero by definition (nothing flows through it).
+# Used where a value must not be differentiated, e.g. the max subtracted in log_softmax.
+register(OpDef(
+    name="stop_gradient", infer=lambda types, attrs, declared: [types[0]],
+    reference=lambda xs, op: [xs[0]], num_operands=1, elementwise=True, differentiable=False,
+    doc="Identity whose derivative is zero."))
+
+
+def _select_infer(types, attrs, declared):
+    c, a, b = types
+    if c.dtype is not DType.bool:
+        raise ShapeError(f"'select' condition must be bool, got {c}")
+    if a != b or c.shape != a.shape:
+        raise ShapeError(f"'select' needs a condition and two values of one shape and type, "
+                         f"got {c}, {a}, {b}")
+    return [a]
+
+
+# d select(c, a, b) = select(c, da, 0) + select(c, 0, db)
+register(OpDef(
+    name="select",
+    infer=_select_infer,
+    reference=lambda xs, op: [np.where(xs[0], xs[1], xs[2])],
+    vjp=_elementwise_vjp([
+        None,
+        lambda b, x, y, t: b.select(x[0], t, b.zeros_like(t)),
+        lambda b, x, y, t: b.select(x[0], b.zeros_like(t), t)]),
+    jvp=lambda b, op, ts: [None if ts[1] is None and ts[2] is None else b.select(
+        op.operands[0],
+        ts[1] if ts[1] is not None else b.zeros_like(op.result),
+        ts[2] if ts[2] is not None else b.zeros_like(op.result))],
+    num_operands=3, elementwise=True))
+
+
+def _cast_infer(types, attrs, declared):
+    return [types[0].with_dtype(attrs["dtype"])]
+
+
+def _cast_vjp(b, op, cts, wanted):
+    g, x = cts[0], op.operands[0]
+    if g is None or not wanted[0] or not (x.dtype.is_float and op.result.dtype.is_float):
+        return [None]
+    return [b.cast(g, x.dtype)]  # d cast(x) = cast(dx), between float types
+
+
+def _cast_jvp(b, op, tangents):
+    t, y = tangents[0], op.result
+    if t is None or not (op.operands[0].dtype.is_float and y.dtype.is_float):
+        return [None]
+    return [b.cast(t, y.dtype)]
+
+
+register(OpDef(
+    name="cast",
+    infer=_cast_infer,
+    reference=lambda xs, op: [xs[0].astype(op.attrs["dtype"].np)],
+    vjp=_cast_vjp, jvp=_cast_jvp,
+    attrs={"dtype": AttrSpec("dtype")},
+    num_operands=1, elementwise=True))

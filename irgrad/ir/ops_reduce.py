@@ -1,0 +1,179 @@
+"""Reductions, matrix products and indexing: reduce_sum, reduce_max, matmul, gather,
+scatter_add."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IrgradError, ShapeError
+from .registry import AttrSpec, OpDef, fmt_types, register
+from .types import DType
+
+
+def _reduce_infer(name):
+    def infer(types, attrs, declared):
+        x, axes = types[0], attrs["axes"]
+        if x.dtype is DType.bool:
+            raise ShapeError(f"'{name}' needs a numeric operand, got {x}")
+        if any(not 0 <= a < x.rank for a in axes) or any(b <= a for a, b in zip(axes, axes[1:])):
+            raise ShapeError(f"'{name}' axes={list(axes)} must increase and lie in the axes of {x}")
+        if name == "reduce_max" and any(x.shape[a] == 0 for a in axes):
+            raise ShapeError(f"'reduce_max' over an empty axis of {x}")
+        return [x.with_shape(d for i, d in enumerate(x.shape) if i not in axes)]
+    return infer
+
+
+def kept_axes(rank: int, axes) -> list[int]:
+    return [i for i in range(rank) if i not in axes]
+
+
+def _sum_vjp(b, op, cts, wanted):
+    # d/dx_i sum(x) = 1: every input element receives the cotangent of its sum
+    x = op.operands[0]
+    return [b.broadcast(cts[0], x.shape, kept_axes(len(x.shape), op.attrs["axes"]))]
+
+
+register(OpDef(
+    name="reduce_sum", infer=_reduce_infer("reduce_sum"),
+    reference=lambda xs, op: [np.sum(xs[0], axis=op.attrs["axes"], dtype=xs[0].dtype)],
+    vjp=_sum_vjp,
+    jvp=lambda b, op, ts: [b.reduce_sum(ts[0], op.attrs["axes"])],
+    attrs={"axes": AttrSpec("ints")}, num_operands=1,
+    doc="Sum over `axes` (increasing); the reduced axes are dropped."))
+
+
+def _max_weights(b, op):
+    """1/count where x attains the max of its row, 0 elsewhere (ties share the derivative)."""
+    x, y, axes = op.operands[0], op.result, op.attrs["axes"]
+    keep = kept_axes(len(x.shape), axes)
+    hit = b.cast(b.eq(x, b.broadcast(y, x.shape, keep)), x.dtype)
+    count = b.reduce_sum(hit, axes)
+    return b.div(hit, b.broadcast(count, x.shape, keep)), keep
+
+
+def _max_vjp(b, op, cts, wanted):
+    # d max(x) / dx_i = 1/k at the k positions where x_i equals the max, 0 elsewhere
+    w, keep = _max_weights(b, op)
+    return [b.mul(b.broadcast(cts[0], op.operands[0].shape, keep), w)]
+
+
+def _max_jvp(b, op, ts):
+    w, _ = _max_weights(b, op)
+    return [b.reduce_sum(b.mul(ts[0], w), op.attrs["axes"])]
+
+
+register(OpDef(
+    name="reduce_max", infer=_reduce_infer("reduce_max"),
+    reference=lambda xs, op: [np.max(xs[0], axis=op.attrs["axes"])],
+    vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
+    doc="Max over `axes` (increasing); the reduced axes are dropped."))
+
+
+# --- matmul ------------------------------------------------------------------------------------
+
+def _matmul_infer(types, attrs, declared):
+    a, c = types
+    if a.dtype != c.dtype or a.dtype is DType.bool:
+        raise ShapeError(f"'matmul' needs two numeric operands of one dtype, got {a} and {c}")
+    if a.rank < 2 or a.rank != c.rank:
+        raise ShapeError(f"'matmul' needs 2-D operands or batched ones of equal rank, got {a} and {c}")
+    if a.shape[:-2] != c.shape[:-2] or a.shape[-1] != c.shape[-2]:
+        raise ShapeError(f"'matmul' shapes do not fit: {a} @ {c} "
+                         f"(need [..., m, k] @ [..., k, n] with equal batch dims)")
+    return [a.with_shape(a.shape[:-1] + c.shape[-1:])]
+
+
+def _matmul_vjp(b, op, cts, wanted):
+    # C = A B:  dA = dC B^T,  dB = A^T dC
+    g, (x, y) = cts[0], op.operands
+    return [b.matmul(g, b.swap_last_two(y)) if wanted[0] else None,
+            b.matmul(b.swap_last_two(x), g) if wanted[1] else None]
+
+
+def _matmul_jvp(b, op, ts):
+    # d(A B) = dA B + A dB
+    x, y = op.operands
+    return [b.add_maybe(b.matmul(ts[0], y) if ts[0] is not None else None,
+                        b.matmul(x, ts[1]) if ts[1] is not None else None)]
+
+
+register(OpDef(
+    name="matmul", infer=_matmul_infer,
+    reference=lambda xs, op: [np.matmul(xs[0], xs[1])],
+    vjp=_matmul_vjp, jvp=_matmul_jvp, num_operands=2,
+    doc="[..., m, k] @ [..., k, n] -> [..., m, n], batch dims equal."))
+
+
+# --- gather / scatter_add ------------------------------------------------------------------------
+
+def _gather_shape(a, idx, axis):
+    return a.shape[:axis] + idx.shape + a.shape[axis + 1:]
+
+
+def _gather_infer(types, attrs, declared):
+    a, idx = types
+    ax = attrs["axis"]
+    if not idx.dtype.is_int:
+        raise ShapeError(f"'gather' indices must be integers, got {idx}")
+    if not 0 <= ax < a.rank:
+        raise ShapeError(f"'gather' axis {ax} is out of range for {a}")
+    return [a.with_shape(_gather_shape(a, idx, ax))]
+
+
+def _check_indices(opname, idx, n):
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx[(idx < -n) | (idx >= n)].flat[0]
+        raise IrgradError(f"'{opname}' index {bad} is out of range for an axis of size {n}")
+
+
+def _gather_ref(xs, op):
+    a, idx = xs
+    ax = op.attrs["axis"]
+    _check_indices("gather", idx, a.shape[ax])
+    return [np.take(a, idx, axis=ax)]
+
+
+register(OpDef(
+    name="gather", infer=_gather_infer, reference=_gather_ref,
+    # the adjoint of reading rows is adding the cotangents back into those rows
+    vjp=lambda b, op, cts, w: [b.scatter_add(b.zeros_like(op.operands[0]), op.operands[1],
+                                             cts[0], op.attrs["axis"]) if w[0] else None, None],
+    jvp=lambda b, op, ts: [b.gather(ts[0], op.operands[1], op.attrs["axis"])
+                           if ts[0] is not None else None],
+    attrs={"axis": AttrSpec("int")}, num_operands=2,
+    doc="np.take(a, indices, axis): result shape a[:axis] + indices + a[axis+1:]."))
+
+
+def _scatter_infer(types, attrs, declared):
+    a, idx, upd = types
+    ax = attrs["axis"]
+    if not idx.dtype.is_int:
+        raise ShapeError(f"'scatter_add' indices must be integers, got {idx}")
+    if not 0 <= ax < a.rank:
+        raise ShapeError(f"'scatter_add' axis {ax} is out of range for {a}")
+    if upd.dtype != a.dtype or upd.shape != _gather_shape(a, idx, ax):
+        raise ShapeError(f"'scatter_add' updates must have type "
+                         f"{a.with_shape(_gather_shape(a, idx, ax))}, got {fmt_types(types)}")
+    return [a]
+
+
+def _scatter_ref(xs, op):
+    a, idx, upd = xs
+    ax = op.attrs["axis"]
+    _check_indices("scatter_add", idx, a.shape[ax])
+    out = np.array(a, copy=True)
+    flat = upd.reshape(a.shape[:ax] + (idx.size,) + a.shape[ax + 1:])
+    np.add.at(out, (slice(None),) * ax + (idx.reshape(-1),), flat)
+    return [out]
+
+
+register(OpDef(
+    name="scatter_add", infer=_scatter_infer, reference=_scatter_ref,
+    # out = a + S(upd): d out / d a = I, and the adjoint of S (scatter) is gather
+    vjp=lambda b, op, cts, w: [cts[0] if w[0] else None, None,
+                               b.gather(cts[0], op.operands[1], op.attrs["axis"]) if w[2] else None],
+    jvp=lambda b, op, ts: [None if ts[0] is None and ts[2] is None else b.scatter_add(
+        ts[0] if ts[0] is not None else b.zeros_like(op.operands[0]), op.operands[1],
+        ts[2] if ts[2] is not None else b.zeros_like(op.operands[2]), op.attrs["axis"])],
+    attrs={"axis": AttrSpec("int")}, num_operands=3,
+    doc="a with `updates` added at `indices` along `axis` (repeated indices accumulate)."))

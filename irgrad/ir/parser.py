@@ -1,0 +1,351 @@
+"""The IR text parser: reads what `printer.py` writes (and hand-edited variants of it).
+
+Errors are `ParseError`s with `file:line:col`, the line and a caret. `parse` then runs the
+verifier, whose `VerifyError`s point at the op's line in the same text.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..errors import ParseError, ShapeError, SourceLoc, TextSpan
+from .core import Block, Function, Module, Operation, Value
+from .lexer import Token, tokenize
+from .registry import check_attrs, get_op
+from .types import DType, TensorType
+
+_DTYPES = {d.value: d for d in DType}
+
+
+class Parser:
+    def __init__(self, text: str, filename: str = "<ir>"):
+        self.text = text
+        self.filename = filename
+        self.toks = tokenize(text, filename)
+        self.pos = 0
+
+    # -- token helpers ------------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.pos]
+
+    def error(self, message: str, tok: Token | None = None) -> ParseError:
+        tok = tok or self.tok
+        return ParseError(message, self.text, tok.span, self.filename)
+
+    def next(self) -> Token:
+        t = self.toks[self.pos]
+        self.pos += 1
+        return t
+
+    def at(self, text: str) -> bool:
+        return self.tok.kind in ("punct", "ident") and self.tok.text == text
+
+    def accept(self, text: str) -> bool:
+        if self.at(text):
+            self.pos += 1
+            return True
+        return False
+
+    def expect(self, text: str, what: str | None = None) -> Token:
+        if not self.at(text):
+            found = "end of input" if self.tok.kind == "eof" else f"'{self.tok.text}'"
+            raise self.error(f"expected {what or repr(text)}, found {found}")
+        return self.next()
+
+    def expect_kind(self, kind: str, what: str) -> Token:
+        if self.tok.kind != kind:
+            found = "end of input" if self.tok.kind == "eof" else f"'{self.tok.text}'"
+            raise self.error(f"expected {what}, found {found}")
+        return self.next()
+
+    # -- grammar ------------------------------------------------------------------------------
+    def module(self) -> Module:
+        m = Module()
+        while self.tok.kind != "eof":
+            start = self.tok
+            f = self.function()
+            if f.name in m.functions:
+                raise self.error(f"function @{f.name} is defined twice", start)
+            m.add(f)
+        return m
+
+    def function(self) -> Function:
+        self.expect("func", "'func'")
+        name = self.expect_kind("func_name", "a function name like @loss").text[1:]
+        scope: dict[str, Value] = {}
+        params, names = self.param_list(scope, "(", ")")
+        self.expect("->", "'->' and the result types")
+        if self.at("("):
+            self.next()
+            results = []
+            if not self.at(")"):
+                results.append(self.type())
+                while self.accept(","):
+                    results.append(self.type())
+            self.expect(")")
+        else:
+            results = [self.type()]
+        fattrs = {}
+        if self.accept("attributes"):
+            fattrs = {k: v for k, (v, _) in self.attr_dict().items()}
+        f = Function(name, [t for _, t in params], names, results)
+        f.attrs = fattrs
+        for (tok, _), v in zip(params, f.params):
+            scope[tok.text[1:]] = v
+        self.expect("{", "'{' to open the function body")
+        self.block_body(f.body, scope, "return")
+        self.expect("}", "'}' to close the function")
+        return f
+
+    def param_list(self, scope, open_, close):
+        self.expect(open_)
+        params, names, seen = [], [], set()
+        if not self.at(close):
+            while True:
+                tok = self.expect_kind("value", "a parameter like %x")
+                if tok.text[1:] in seen or tok.text[1:] in scope:
+                    raise self.error(f"{tok.text} is defined twice", tok)
+                seen.add(tok.text[1:])
+                self.expect(":", "':' and a type")
+                params.append((tok, self.type()))
+                names.append(tok.text[1:])
+                if not self.accept(","):
+                    break
+        self.expect(close, f"',' or '{close}'")
+        return params, names
+
+    def type(self) -> TensorType:
+        tok = self.expect_kind("ident", "a type like f32[64,10]")
+        if tok.text not in _DTYPES:
+            raise self.error(f"unknown dtype '{tok.text}' (known: f32 f64 i32 i64 bool)", tok)
+        self.expect("[", "'[' and the shape")
+        dims = []
+        if not self.at("]"):
+            while True:
+                d = self.expect_kind("int", "a dimension size")
+                if int(d.text) < 0:
+                    raise self.error("dimension sizes cannot be negative", d)
+                dims.append(int(d.text))
+                if not self.accept(","):
+                    break
+        self.expect("]", "',' or ']'")
+        return TensorType(_DTYPES[tok.text], tuple(dims))
+
+    def block_body(self, block: Block, scope: dict, terminator: str) -> None:
+        while True:
+            if self.at(terminator):
+                self.next()
+                block.outputs = self.value_list(scope)
+                return
+            if self.tok.kind != "value":
+                found = "end of input" if self.tok.kind == "eof" else f"'{self.tok.text}'"
+                raise self.error(f"expected an op like '%0 = add %a, %b : f32[3]' or "
+                                 f"'{terminator}', found {found}")
+            block.append(self.operation(scope))
+
+    def value_list(self, scope) -> list[Value]:
+        vals = [self.use(scope)]
+        while self.accept(","):
+            vals.append(self.use(scope))
+        return vals
+
+    def use(self, scope) -> Value:
+        tok = self.expect_kind("value", "a value like %x")
+        try:
+            return scope[tok.text[1:]]
+        except KeyError:
+            if isinstance(scope, _RegionScope) and tok.text[1:] in scope.outer:
+                raise self.error(f"a region cannot use {tok.text} from outside it; pass it as an "
+                                 f"operand of the op that owns the region", tok) from None
+            raise self.error(f"use of undefined value {tok.text}", tok) from None
+
+    def operation(self, scope) -> Operation:
+        result_toks = [self.expect_kind("value", "a result name")]
+        while self.accept(","):
+            result_toks.append(self.expect_kind("value", "a result name"))
+        self.expect("=", "'='")
+        name_tok = self.expect_kind("ident", "an op name")
+        try:
+            opdef = get_op(name_tok.text)
+        except KeyError:
+            raise self.error(f"unknown op '{name_tok.text}'", name_tok) from None
+        operands = []
+        if self.tok.kind == "value":
+            operands = self.value_list(scope)
+        raw_attrs = self.attr_dict() if self.at("{") else {}
+        self.expect(":", "':' and the result type")
+        types = [self.type()]
+        while self.accept(","):
+            types.append(self.type())
+        if len(types) != len(result_toks):
+            raise self.error(f"{len(result_toks)} result name(s) but {len(types)} type(s)", name_tok)
+        loc = self.loc() if self.at("loc") else None
+        attrs = self.convert_attrs(opdef, raw_attrs, types, name_tok)
+        regions = []
+        if self.at("{"):
+            if not opdef.has_region:
+                raise self.error(f"'{opdef.name}' takes no region")
+            regions.append(self.region(scope))
+        elif opdef.has_region:
+            raise self.error(f"'{opdef.name}' needs a region '{{ ... }}' after its type")
+        op = Operation(name_tok.text, operands, types, attrs, regions, loc, name_tok.span)
+        for tok, r in zip(result_toks, op.results):
+            key = tok.text[1:]
+            if key in scope:
+                raise self.error(f"{tok.text} is defined twice", tok)
+            scope[key] = r
+        return op
+
+    def region(self, outer_scope) -> Block:
+        self.expect("{")
+        # A region sees only its own arguments and values (it is isolated from above),
+        # but its names must not shadow outer ones, so printing stays unambiguous.
+        params, names = self.param_list(outer_scope, "(", ")")
+        self.expect(":", "':' after the region arguments")
+        block = Block([t for _, t in params], [None] * len(params))
+        inner = {}
+        for (tok, _), a in zip(params, block.args):
+            inner[tok.text[1:]] = a
+        scope = _RegionScope(inner, outer_scope)
+        self.block_body(block, scope, "yield")
+        self.expect("}", "'}' to close the region")
+        return block
+
+    def loc(self) -> SourceLoc:
+        self.expect("loc")
+        self.expect("(")
+        f = self.expect_kind("string", "a quoted file name")
+        self.expect(":")
+        line = self.expect_kind("int", "a line number")
+        self.expect(")")
+        return SourceLoc(json.loads(f.text), int(line.text))
+
+    # -- attributes ---------------------------------------------------------------------------
+    def attr_dict(self) -> dict:
+        self.expect("{")
+        out = {}
+        if not self.at("}"):
+            while True:
+                key = self.expect_kind("ident", "an attribute name")
+                if key.text in out:
+                    raise self.error(f"attribute '{key.text}' given twice", key)
+                self.expect("=", "'=' and a value")
+                out[key.text] = (self.attr_value(), key)
+                if not self.accept(","):
+                    break
+        self.expect("}", "',' or '}'")
+        return out
+
+    def attr_value(self):
+        tok = self.tok
+        if tok.kind == "int":
+            self.next()
+            return int(tok.text)
+        if tok.kind == "float":
+            self.next()
+            return float(tok.text)
+        if tok.kind == "string":
+            self.next()
+            return json.loads(tok.text)
+        if tok.kind == "ident":
+            self.next()
+            if tok.text in ("true", "false"):
+                return tok.text == "true"
+            if tok.text in _DTYPES:
+                return _DTYPES[tok.text]
+            raise self.error(f"unexpected '{tok.text}' in an attribute value", tok)
+        if self.at("["):
+            return self.attr_list()
+        raise self.error("expected an attribute value (number, list, dtype, string, true/false)")
+
+    def attr_list(self) -> list:
+        # Nested lists are read with an explicit stack so huge constants cannot overflow.
+        self.expect("[")
+        stack = [[]]
+        while True:
+            if self.accept("]"):
+                done = stack.pop()
+                if not stack:
+                    return done
+                stack[-1].append(done)
+            elif self.accept("["):
+                stack.append([])
+                continue
+            else:
+                tok = self.tok
+                if tok.kind == "int":
+                    stack[-1].append(int(tok.text))
+                elif tok.kind == "float":
+                    stack[-1].append(float(tok.text))
+                elif tok.kind == "ident" and tok.text in ("true", "false"):
+                    stack[-1].append(tok.text == "true")
+                else:
+                    raise self.error("expected a number, true/false, '[' or ']' in a list")
+                self.next()
+            if not self.at("]"):
+                self.expect(",", "',' or ']'")
+
+    def convert_attrs(self, opdef, raw: dict, types, name_tok) -> dict:
+        attrs = {k: v for k, (v, _) in raw.items()}
+        for key, (v, tok) in raw.items():
+            spec = opdef.attrs.get(key)
+            if spec is not None and spec.kind == "value":
+                attrs[key] = self.dense_value(v, types[0].dtype if types else DType.f64, tok)
+        try:
+            return check_attrs(opdef, attrs)
+        except ShapeError as e:
+            bad = next((t for k, (_, t) in raw.items() if f"'{k}'" in e.message), name_tok)
+            raise self.error(e.message, bad) from None
+
+    def dense_value(self, v, dtype: DType, tok: Token) -> np.ndarray:
+        try:
+            arr = np.array(v)
+        except ValueError:
+            raise self.error("a dense value must be a rectangular nested list", tok) from None
+        if arr.dtype == object:
+            raise self.error("a dense value must be a rectangular nested list", tok)
+        if dtype is DType.bool:
+            if arr.size and arr.dtype != np.bool_:
+                raise self.error("a bool constant needs true/false values", tok)
+            return arr.astype(np.bool_)
+        if arr.dtype == np.bool_ and arr.size:
+            raise self.error(f"a {dtype} constant needs numbers, not true/false", tok)
+        if dtype.is_int:
+            if arr.size and arr.dtype.kind == "f":
+                raise self.error(f"an {dtype} constant needs integer values", tok)
+            info = np.iinfo(dtype.np)
+            if arr.size and (arr.min() < info.min or arr.max() > info.max):
+                raise self.error(f"a value does not fit in {dtype}", tok)
+        with np.errstate(over="ignore"):
+            return arr.astype(dtype.np)
+
+
+class _RegionScope(dict):
+    """Region lookups: own names only, but report outer names clearly."""
+
+    def __init__(self, inner, outer):
+        super().__init__(inner)
+        self.outer = outer
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or key in self.outer
+
+
+def parse(text: str, filename: str = "<ir>", verify: bool = True) -> Module:
+    """Parse IR text into a Module and (by default) verify it."""
+    m = Parser(text, filename).module()
+    if verify:
+        from .verifier import verify_module
+        verify_module(m, text=text, filename=filename)
+    return m
+
+
+def parse_function(text: str, filename: str = "<ir>") -> Function:
+    m = parse(text, filename)
+    if len(m.functions) != 1:
+        raise ParseError(f"expected one function, found {len(m.functions)}", text,
+                         TextSpan(1, 1), filename)
+    return next(iter(m))

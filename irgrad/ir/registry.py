@@ -1,0 +1,195 @@
+"""The op registry: one `OpDef` per primitive, holding everything irgrad knows about it.
+
+An entry carries the op's attribute schema, its shape/dtype inference, its numpy
+reference semantics (what the op *means*; the interpreter and the constant folder call
+it), and its derivative rules written as IR builder calls:
+
+- `vjp(b, op, cotangents, wanted) -> [operand cotangent or None]` emits the reverse-mode
+  rule (None is a symbolic zero);
+- `jvp(b, op, tangents) -> [result tangent or None]` emits the forward-mode rule.
+
+Because the rules emit ordinary ops, gradients are IR and can be differentiated again.
+The entries themselves live in `ops_*.py`, grouped by kind, one `register(...)` each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ShapeError
+from .types import DType, TensorType
+
+ATTR_KINDS = ("int", "ints", "float", "dtype", "value", "str", "bool")
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    kind: str
+    required: bool = True
+    default: Any = None
+
+    def __post_init__(self):
+        assert self.kind in ATTR_KINDS, self.kind
+
+
+@dataclass
+class OpDef:
+    name: str
+    infer: Callable  # (operand types, attrs, declared result types or None) -> [TensorType]
+    reference: Callable  # (numpy inputs, op) -> [numpy arrays]
+    vjp: Callable | None = None
+    jvp: Callable | None = None
+    attrs: dict[str, AttrSpec] = field(default_factory=dict)
+    num_operands: int | None = None  # None: variadic
+    declared_type: bool = False  # result type is part of the op (const, iota, broadcast, reshape)
+    elementwise: bool = False  # same-shaped operands and result, computed element by element
+    differentiable: bool = True  # False: the derivative is zero everywhere it exists
+    has_region: bool = False
+    doc: str = ""
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in REGISTRY:
+        raise ValueError(f"op '{opdef.name}' registered twice")
+    REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    _ensure_loaded()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(name) from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _ensure_loaded()
+    return REGISTRY
+
+
+_loaded = False
+
+
+def _ensure_loaded():
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import ops_elementwise, ops_shape, ops_reduce, ops_kernel  # noqa: F401
+
+
+def check_attrs(opdef: OpDef, attrs: dict) -> dict:
+    """Validate and normalize an attribute dict against the op's schema.
+
+    Returns a new dict with defaults filled in; raises ShapeError on a bad attribute.
+    """
+    out = {}
+    for key in attrs:
+        if key not in opdef.attrs:
+            known = ", ".join(opdef.attrs) or "none"
+            raise ShapeError(f"'{opdef.name}' has no attribute '{key}' (known: {known})")
+    for key, spec in opdef.attrs.items():
+        if key not in attrs:
+            if spec.required:
+                raise ShapeError(f"'{opdef.name}' needs attribute '{key}'")
+            if spec.default is not None:
+                out[key] = spec.default
+            continue
+        out[key] = _normalize_attr(opdef.name, key, spec.kind, attrs[key])
+    return out
+
+
+def _normalize_attr(opname, key, kind, v):
+    bad = ShapeError(f"'{opname}' attribute '{key}' must be {_KIND_WORDS[kind]}, got {v!r}")
+    if kind == "int":
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise bad
+        return int(v)
+    if kind == "ints":
+        if not isinstance(v, (list, tuple)) or any(
+                isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) for x in v):
+            raise bad
+        return tuple(int(x) for x in v)
+    if kind == "float":
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise bad
+        return float(v)
+    if kind == "dtype":
+        if isinstance(v, DType):
+            return v
+        if isinstance(v, str):
+            try:
+                return DType(v)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if kind == "str":
+        if not isinstance(v, str):
+            raise bad
+        return v
+    if kind == "bool":
+        if not isinstance(v, (bool, np.bool_)):
+            raise bad
+        return bool(v)
+    if kind == "value":
+        if isinstance(v, np.ndarray):
+            return v
+        try:
+            return np.asarray(v)
+        except (ValueError, TypeError):
+            raise bad from None
+    raise AssertionError(kind)
+
+
+_KIND_WORDS = {
+    "int": "an integer", "ints": "a list of integers", "float": "a number",
+    "dtype": "a dtype name (f32 f64 i32 i64 bool)", "value": "a number or a nested list",
+    "str": "a quoted string", "bool": "true or false",
+}
+
+
+def infer_types(opname: str, operand_types, attrs: dict, declared=None) -> list[TensorType]:
+    """Run the op's inference; raises ShapeError with a readable message."""
+    opdef = get_op(opname)
+    n = opdef.num_operands
+    if n is not None and len(operand_types) != n:
+        raise ShapeError(f"'{opname}' takes {n} operand{'s' * (n != 1)}, got {len(operand_types)}")
+    if opdef.declared_type and declared is None:
+        raise ShapeError(f"'{opname}' needs its result type written out")
+    return opdef.infer(list(operand_types), attrs, declared)
+
+
+# --- shared inference helpers used by the op files -------------------------------------------
+
+def fmt_types(types) -> str:
+    return ", ".join(str(t) for t in types)
+
+
+def require_same(opname: str, types) -> TensorType:
+    first = types[0]
+    for t in types[1:]:
+        if t != first:
+            raise ShapeError(f"'{opname}' needs operands of one type, got {fmt_types(types)}")
+    return first
+
+
+def require_dtype(opname: str, t: TensorType, pred, words: str) -> None:
+    if not pred(t.dtype):
+        raise ShapeError(f"'{opname}' needs {words} operands, got {t}")
+
+
+def normalize_axes(opname: str, axes, rank: int) -> tuple[int, ...]:
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ShapeError(f"'{opname}' axis {a} is out of range for rank {rank}")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"'{opname}' has repeated axes {list(axes)}")
+    return tuple(out)

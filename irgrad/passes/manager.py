@@ -1,0 +1,251 @@
+"""The pass manager: pipeline text, presets, verification and instrumentation.
+
+A pass is a small frozen dataclass with a kebab-case `name`; its fields are exactly its
+options, so `fuse{max-ops=32}` parses straight into `FusePass(max_ops=32)`. Pipelines are
+comma-separated pass names with optional `{key=value, ...}` options; the presets `O0`,
+`O1`, `O2` expand in place and can be mixed with passes (`"O1,fuse"`).
+
+`run_pipeline` never mutates its input: it works on a copy, verifies after every pass
+(unless `verify=False`), and offers print-before/after hooks, `--print-after=NAME`,
+`--time-passes`, and `IRGRAD_DUMP=DIR` (one numbered file per pass: `03-fuse.ir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import PipelineError
+from ..ir.core import Function, Module, clone_function
+from ..ir.printer import print_function
+from ..ir.verifier import verify_function
+
+PASSES: dict[str, type["Pass"]] = {}
+
+PRESETS = {
+    "O0": "",
+    "O1": "constant-fold,simplify,cse,dce",
+    "O2": "constant-fold,simplify,cse,dce,fuse,plan-memory",
+}
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base class: subclasses set `name` and implement `run(function) -> function`."""
+
+    name: ClassVar[str] = ""
+
+    def run(self, f: Function) -> Function:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The pass as pipeline text, options included (`fuse{max-ops=32}`)."""
+        opts = []
+        for fld in dataclasses.fields(self):
+            v = getattr(self, fld.name)
+            if v != fld.default:
+                opts.append(f"{fld.name.replace('_', '-')}={_format_option(v)}")
+        return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def register_pass(cls):
+    if not cls.name or cls.name in PASSES:
+        raise ValueError(f"bad or duplicate pass name {cls.name!r}")
+    PASSES[cls.name] = cls
+    return cls
+
+
+def _format_option(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+@register_pass
+@dataclass(frozen=True)
+class VerifyPass(Pass):
+    """Check the IR against the verifier's rules; changes nothing."""
+
+    name: ClassVar[str] = "verify"
+
+    def run(self, f: Function) -> Function:
+        verify_function(f)
+        return f
+
+
+def _ensure_passes_loaded():
+    from . import registry_all  # noqa: F401  (imports every pass module, which registers)
+
+
+def known_passes() -> list[str]:
+    _ensure_passes_loaded()
+    return sorted(PASSES)
+
+
+_ITEM_RE = re.compile(r"\s*([A-Za-z0-9_-]+)\s*(\{[^{}]*\})?\s*(,|$)")
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """Pipeline text (with presets) -> pass instances; raises PipelineError."""
+    _ensure_passes_loaded()
+    text = text.strip()
+    out: list[Pass] = []
+    pos = 0
+    while pos < len(text):
+        m = _ITEM_RE.match(text, pos)
+        if m is None:
+            raise PipelineError(f"cannot read the pipeline {text!r} at position {pos}: expected "
+                                f"'name' or 'name{{option=value}}' separated by commas")
+        name, opts = m.group(1), m.group(2)
+        pos = m.end()
+        if name in PRESETS:
+            if opts:
+                raise PipelineError(f"the preset {name} takes no options")
+            out += parse_pipeline(PRESETS[name])
+            continue
+        cls = PASSES.get(name)
+        if cls is None:
+            raise PipelineError(f"unknown pass '{name}' in pipeline {text!r}; known passes: "
+                                f"{', '.join(sorted(PASSES))}; presets: {', '.join(PRESETS)}")
+        out.append(_instantiate(cls, opts[1:-1] if opts else ""))
+    return out
+
+
+def _instantiate(cls, opts_text: str) -> Pass:
+    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for item in filter(None, (s.strip() for s in _split_options(opts_text))):
+        if "=" not in item:
+            raise PipelineError(f"option '{item}' of pass '{cls.name}' needs a value (key=value)")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        fld = fields.get(key)
+        if fld is None:
+            known = ", ".join(fields) or "none"
+            raise PipelineError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
+        kwargs[fld.name] = _convert_option(cls.name, key, raw, fld)
+    return cls(**kwargs)
+
+
+def _split_options(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _convert_option(pname, key, raw, fld):
+    default = fld.default
+    try:
+        if isinstance(default, bool):
+            if raw not in ("true", "false"):
+                raise ValueError
+            return raw == "true"
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            inner = raw.strip("[]").strip()
+            return tuple(int(x) for x in inner.split(",")) if inner else ()
+        return raw
+    except ValueError:
+        kind = type(default).__name__
+        raise PipelineError(f"option '{key}' of pass '{pname}' expects a {kind}, got {raw!r}") from None
+
+
+@dataclass
+class Instruments:
+    """What to print or record while a pipeline runs."""
+
+    print_before_all: bool = False
+    print_after_all: bool = False
+    print_after: tuple[str, ...] = ()
+    time_passes: bool = False
+    dump_dir: str | None = None
+    stream: object = None
+    timings: list = dataclasses.field(default_factory=list)
+
+    def out(self):
+        return self.stream if self.stream is not None else sys.stderr
+
+
+def run_pipeline(obj, pipeline="O2", *, verify: bool = True, print_before_all: bool = False,
+                 print_after_all: bool = False, print_after=(), time_passes: bool = False,
+                 dump_dir: str | None = None, stream=None, instruments: Instruments | None = None):
+    """Run `pipeline` on a Module or ir.Function; returns a new one of the same kind."""
+    passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+    if isinstance(print_after, str):
+        print_after = (print_after,)
+    for name in print_after:
+        if name not in PASSES:
+            raise PipelineError(f"--print-after names unknown pass '{name}'; known passes: "
+                                f"{', '.join(sorted(PASSES))}")
+    inst = instruments or Instruments(print_before_all, print_after_all, tuple(print_after),
+                                      time_passes, dump_dir or os.environ.get("IRGRAD_DUMP"), stream)
+    if isinstance(obj, Module):
+        return Module([_run_function(f, passes, verify, inst) for f in obj])
+    return _run_function(obj, passes, verify, inst)
+
+
+def _run_function(f: Function, passes, verify: bool, inst: Instruments) -> Function:
+    f = clone_function(f)
+    if inst.dump_dir:
+        os.makedirs(inst.dump_dir, exist_ok=True)
+        _dump(inst, 0, "input", f)
+    for i, p in enumerate(passes, 1):
+        if inst.print_before_all:
+            _print(inst, f"IR Dump Before {p.spec()}", f)
+        t0 = time.perf_counter()
+        f = p.run(f)
+        dt = time.perf_counter() - t0
+        if verify and p.name != "verify":
+            verify_function(f)
+        inst.timings.append((p.spec(), f.name, dt))
+        if inst.print_after_all or p.name in inst.print_after:
+            _print(inst, f"IR Dump After {p.spec()}", f)
+        if inst.dump_dir:
+            _dump(inst, i, p.name, f)
+    if inst.time_passes:
+        _print_timings(inst, f.name)
+    return f
+
+
+def _print(inst: Instruments, title: str, f: Function) -> None:
+    out = inst.out()
+    out.write(f"// -----// {title} (@{f.name}) //----- //\n")
+    out.write(print_function(f))
+    out.write("\n")
+
+
+def _dump(inst: Instruments, i: int, name: str, f: Function) -> None:
+    path = os.path.join(inst.dump_dir, f"{i:02d}-{name}.ir")
+    with open(path, "w") as fh:
+        fh.write(f"// after {name} (pass {i}) of @{f.name}\n")
+        fh.write(print_function(f))
+
+
+def _print_timings(inst: Instruments, fname: str) -> None:
+    rows = [(spec, dt) for spec, fn, dt in inst.timings if fn == fname]
+    total = sum(dt for _, dt in rows) or 1e-12
+    out = inst.out()
+    out.write(f"===- Pass execution timing report (@{fname}) -===\n")
+    out.write(f"  Total: {total * 1e3:.3f} ms\n")
+    out.write("   Wall (ms)   (%)   Pass\n")
+    for spec, dt in rows:
+        out.write(f"  {dt * 1e3:10.3f}  {100 * dt / total:5.1f}  {spec}\n")

@@ -1,0 +1,3 @@
+"""Imports every pass module so that each registers itself with the pass manager."""
+
+from . import manager  # noqa: F401
