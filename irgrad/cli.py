@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from .errors import IrgradError
+from .errors import IrgradError, ParseError, VerifyError
 
 
 class CliError(Exception):
@@ -238,6 +238,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except (ParseError, VerifyError) as e:
+        print(str(e), file=sys.stderr)  # already "file:line:col: error: ..." with a caret
+        return 1
     except (IrgradError, CliError) as e:
         print(f"irgrad: error: {e}", file=sys.stderr)
         return 1

@@ -66,11 +66,14 @@ class VerifyError(IrgradError):
     """Well-formed IR that breaks a rule (types, definitions, attributes)."""
 
     def __init__(self, message: str, op_name: str | None = None, line: int | None = None,
-                 excerpt: str | None = None, filename: str = "<ir>"):
+                 excerpt: str | None = None, filename: str = "<ir>", col: int | None = None):
         self.message = message
         self.op_name = op_name
         self.line = line
-        where = f"{filename}:{line}: " if line is not None else ""
+        self.col = col
+        where = ""
+        if line is not None:
+            where = f"{filename}:{line}:{col}: " if col is not None else f"{filename}:{line}: "
         what = f"'{op_name}' " if op_name else ""
         body = f"{where}error: {what}{message}" if what else f"{where}error: {message}"
         if excerpt:

@@ -131,4 +131,5 @@ def _to_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyE
             col = p.lines[line - 1].find(f"= {op.opname}") + 3
             span = TextSpan(line, max(col, 1), len(op.opname))
     excerpt = caret_excerpt(src, span, context=2) if line is not None else None
-    return VerifyError(e.message, op.opname, line, excerpt, fname)
+    return VerifyError(e.message, op.opname, line, excerpt, fname,
+                       span.col if line is not None else None)
