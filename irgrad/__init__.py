@@ -18,6 +18,10 @@ from .frontend.tensor import Tensor
 from .ir import Module, parse, verify
 from .ir.types import DType, TensorType
 from .api import compile
+from .autodiff import grad, hvp, jvp, value_and_grad, vjp
+from .gradcheck import check_grads
+from .frontend import nn, optim
+from .training import compile_step, training_step
 from .passes.manager import run_pipeline
 
 __version__ = "0.1.0"
@@ -30,5 +34,5 @@ __all__ = [
     "minimum", "mse_loss", "one_hot", "ones", "pad", "relu", "reshape", "sigmoid", "sign", "sin",
     "softmax", "sqrt", "square", "stack", "stop_gradient", "sum", "take", "tanh", "transpose",
     "var", "where", "zeros", "tree_map", "TensorSpec", "bool_", "f32", "f64", "i32", "i64",
-    "Tensor", "Module", "parse", "verify", "DType", "TensorType", "compile", "run_pipeline",
+    "Tensor", "Module", "parse", "verify", "DType", "TensorType", "compile", "run_pipeline", "grad", "hvp", "jvp", "value_and_grad", "vjp", "check_grads", "nn", "optim", "compile_step", "training_step",
 ]

@@ -1,0 +1,110 @@
+"""Whole training steps: `training_step` builds the IR, `compile_step` makes it runnable.
+
+`training_step(loss, optimizer)` builds one `Function`
+`(params, opt_state, *batch) -> (loss, new_params, new_opt_state)`: the forward pass, the
+loss, the backward pass (by `reverse-ad`) and the optimizer update, all in one IR
+function that can be printed, optimized, benchmarked and compiled like any other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .api import as_function
+from .autodiff import value_and_grad
+from .errors import ArgumentError, IrgradError
+from .frontend.function import Function, trace
+from .frontend.pytree import flatten, unflatten
+from .frontend.specs import TensorSpec
+
+
+def _spec_tree(tree):
+    leaves, td = flatten(tree)
+    return unflatten(td, [TensorSpec.of(x) for x in leaves])
+
+
+def training_step(loss, optimizer, name: str | None = None) -> Function:
+    """The IR of one step of `optimizer` on `loss` (a traced Function whose first argument
+    is the params pytree)."""
+    loss = as_function(loss)
+    if loss.out_tree.num_leaves != 1:
+        raise IrgradError(f"training_step: {loss.name} must return one scalar loss")
+    specs = loss.arg_specs
+    param_specs, batch_specs = specs[0], specs[1:]
+    fake_params = _zeros_tree(param_specs)
+    state_specs = _spec_tree(optimizer.init(fake_params))
+    vg = value_and_grad(loss, argnums=0)
+
+    def step(params, opt_state, *batch):
+        value, grads = vg(params, *batch)
+        new_params, new_state = optimizer.update(params, grads, opt_state)
+        return value, new_params, new_state
+
+    return trace(step, param_specs, state_specs, *batch_specs, name=name or f"step_{loss.name}")
+
+
+def _zeros_tree(spec_tree):
+    leaves, td = flatten(spec_tree)
+    return unflatten(td, [np.zeros(s.shape, s.dtype.np) for s in leaves])
+
+
+class NumpyStep:
+    """A training step on the reference interpreter, with the same interface as the native
+    steps: `step(*batch) -> float loss`, parameters updated in place in `step.params`."""
+
+    backend = "numpy"
+
+    def __init__(self, fn: Function, params, opt_state, pipeline: str):
+        from .passes.manager import run_pipeline
+        self.fn = fn
+        self.ir = run_pipeline(fn.ir, pipeline)
+        self.params = params
+        self.opt_state = opt_state
+        self._p_leaves, self._p_tree = flatten(params)
+        self._s_leaves, self._s_tree = flatten(opt_state)
+
+    def __call__(self, *batch) -> float:
+        from .ir.interpreter import run_function
+        if len(batch) != len(self.fn.in_tree.children) - 2:
+            raise ArgumentError(f"step() takes {len(self.fn.in_tree.children) - 2} batch "
+                                f"argument(s), got {len(batch)}")
+        leaves = self.fn.flatten_args((self.params, self.opt_state) + tuple(batch))
+        outs = run_function(self.ir, leaves)
+        for dst, src in zip(self._p_leaves + self._s_leaves, outs[1:]):
+            np.copyto(dst, src)
+        return float(outs[0])
+
+
+def _own_params(params):
+    """Copies of the caller's arrays as C-contiguous, writable buffers the step owns."""
+    leaves, td = flatten(params)
+    return unflatten(td, [np.array(x, copy=True, order="C") for x in leaves])
+
+
+def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu",
+                 pipeline: str = "O2", **options):
+    """Compile one whole training step; `step(*batch)` runs it and returns the loss.
+
+    `loss_fn(params, *batch)` is a Python function (traced here from `params` and
+    `batch_specs`) or a traced Function. Parameters are copied into buffers the step owns
+    and updated in place; `step.params` is the dict of current parameters.
+    """
+    if isinstance(loss_fn, Function):
+        loss = loss_fn
+    else:
+        loss = trace(loss_fn, _spec_tree(params), *batch_specs)
+    fn = training_step(loss, optimizer)
+    own = _own_params(params)
+    state = _own_params(optimizer.init(own))
+    if backend == "numpy":
+        return NumpyStep(fn, own, state, pipeline)
+    if backend == "cpu":
+        from .codegen.cpu.step import CpuStep
+        return CpuStep(fn, own, state, pipeline, **options)
+    if backend == "cuda":
+        from .codegen.cuda.step import CudaStep
+        return CudaStep(fn, own, state, pipeline, **options)
+    raise IrgradError(f"unknown backend '{backend}' (known: numpy, cpu, cuda)")
+
+
+__all__ = ["training_step", "compile_step"]
