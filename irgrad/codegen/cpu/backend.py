@@ -1,0 +1,223 @@
+"""The CPU backend: compiled functions and whole training steps in one native call.
+
+`NativeProgram` owns everything a compiled program touches: the JIT-compiled code, the
+arena (one 64-byte aligned block for every intermediate), the pointer table the code
+reads its buffers from, and the constants. `CpuFunction` (from `ig.compile`) checks its
+arguments, points the table at them and copies the results out; `CpuStep` (from
+`ig.compile_step`) keeps parameters and optimizer state in persistent buffers that the
+step updates in place, copies the batch into persistent buffers, and returns the loss as
+a float: no allocation per step, one native call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import numpy as np
+
+from ...errors import ArgumentError
+from ...frontend.pytree import flatten, unflatten
+from ...ir.core import Function as IrFunction, Value
+from ...ir.interpreter import check_argument
+from ..kernel_ir import Const
+from ..lowering import lower_function
+from .jit import JitModule
+from .llvm_renderer import render_program
+
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_blas_threads = {"current": None}
+
+
+def set_blas_threads(n: int) -> None:
+    """Limit BLAS to n threads (only when it changes: threadpoolctl is not free)."""
+    if _blas_threads["current"] == n:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+        _blas_threads["limiter"] = threadpool_limits(limits=n, user_api="blas")
+    except Exception:  # noqa: BLE001 - no threadpoolctl or no BLAS found: leave it
+        pass
+    _blas_threads["current"] = n
+
+
+def plan_for_codegen(ir: IrFunction, pipeline: str) -> IrFunction:
+    """Run `pipeline`; codegen needs a memory plan, so plan-memory runs last if the
+    pipeline did not end with it."""
+    from ...passes.manager import run_pipeline
+    out = run_pipeline(ir, pipeline)
+    if "arena_bytes" not in out.attrs or not out.ops or out.ops[-1].mem is None:
+        out = run_pipeline(out, "plan-memory")
+    return out
+
+
+def _aligned_empty(nbytes: int, align: int = 64) -> tuple[np.ndarray, int]:
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    addr = raw.ctypes.data
+    off = (-addr) % align
+    return raw, addr + off
+
+
+class NativeProgram:
+    def __init__(self, ir: IrFunction, threads: int, opt: int = 3):
+        t0 = time.perf_counter()
+        self.ir = ir
+        self.threads = threads
+        self.program = lower_function(ir)
+        self.llvm_ir = render_program(self.program, threads)
+        t1 = time.perf_counter()
+        self.jit = JitModule(self.llvm_ir, opt)
+        self.compile_seconds = time.perf_counter() - t0
+        self.lower_seconds = t1 - t0
+        self._raw_arena, self.arena_addr = _aligned_empty(max(self.program.arena_bytes, 64))
+        self.table = np.zeros(len(self.program.slots), dtype=np.int64)
+        self.table[0] = self.arena_addr
+        self._keep = []
+        for slot, arr in self.program.constants.items():
+            self._keep.append(arr)
+            self.table[slot] = arr.ctypes.data
+        self.table_addr = self.table.ctypes.data
+        self._entry = _ENTRY(self.jit.entry_address)
+        self.param_slots = [1 + i for i in range(len(ir.params))]
+        self.outputs = [self._output_source(v) for v in ir.outputs]
+
+    def _output_source(self, v: Value):
+        """How to read a result after a call: ('param', i), ('arena', offset), ('const', x)."""
+        if v in self.ir.params:
+            return ("param", self.ir.params.index(v))
+        op = v.op
+        if op.opname == "const":
+            return ("const", np.array(np.broadcast_to(op.attrs["value"], v.shape)))
+        place = [p for p in op.mem if not isinstance(p, tuple)][op.results.index(v)]
+        if isinstance(place, Value):
+            return ("param", self.ir.params.index(place))
+        return ("arena", int(place))
+
+    def arena_view(self, offset: int, t) -> np.ndarray:
+        n = t.size * t.dtype.itemsize
+        start = self.arena_addr - self._raw_arena.ctypes.data + offset
+        return self._raw_arena[start:start + n].view(t.dtype.np).reshape(t.shape)
+
+    def run(self) -> None:
+        if self.threads:
+            set_blas_threads(self.threads)
+        self._entry(self.table_addr)
+
+    def read_output(self, i: int, params) -> np.ndarray:
+        kind, where = self.outputs[i]
+        t = self.ir.result_types[i]
+        if kind == "arena":
+            return self.arena_view(where, t)
+        if kind == "param":
+            return params[where]
+        return where
+
+
+class CpuFunction:
+    """`ig.compile(f, backend="cpu")`: a native function with checked arguments."""
+
+    backend = "cpu"
+
+    def __init__(self, fn, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
+        self.fn = fn
+        self.pipeline = pipeline
+        self.ir = plan_for_codegen(ir, pipeline)
+        self.native = NativeProgram(self.ir, threads or default_threads(), opt)
+        self._types = [p.type for p in self.ir.params]
+        self._names = [p.name for p in self.ir.params]
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.native.llvm_ir
+
+    def __call__(self, *args):
+        leaves = self.fn.flatten_args(args)
+        if len(leaves) != len(self._types):
+            raise ArgumentError(f"{self.fn.name}() takes {len(self._types)} arguments, got {len(leaves)}")
+        arrays = [check_argument(t, f"%{n}", a, self.fn.name, native=True)
+                  for t, n, a in zip(self._types, self._names, leaves)]
+        nat = self.native
+        for slot, a in zip(nat.param_slots, arrays):
+            nat.table[slot] = a.ctypes.data
+        nat.run()
+        outs = [np.array(nat.read_output(i, arrays), copy=True) for i in range(len(nat.outputs))]
+        return unflatten(self.fn.out_tree, outs)
+
+
+class CpuStep:
+    """A whole training step as one native call (see the module docstring)."""
+
+    backend = "cpu"
+
+    def __init__(self, fn, params, opt_state, pipeline: str = "O2", threads: int | None = None,
+                 opt: int = 3):
+        t0 = time.perf_counter()
+        self.fn = fn
+        self.params = params
+        self.opt_state = opt_state
+        self.pipeline = pipeline
+        self.threads = threads or default_threads()
+        p_leaves, _ = flatten(params)
+        s_leaves, _ = flatten(opt_state)
+        self._state_leaves = p_leaves + s_leaves
+        n_state = len(self._state_leaves)
+        ir = fn.ir
+        self.ir = plan_for_codegen(ir, pipeline)
+        self.native = NativeProgram(self.ir, self.threads, opt)
+        nat = self.native
+        types = [p.type for p in self.ir.params]
+        for slot, a, t in zip(nat.param_slots, self._state_leaves, types):
+            if a.dtype != t.dtype.np or a.shape != t.shape or not a.flags.c_contiguous:
+                raise ArgumentError(f"parameter buffer {a.shape} {a.dtype} does not match {t}")
+            nat.table[slot] = a.ctypes.data
+        # persistent, aligned buffers for the batch
+        self._batch_types = types[n_state:]
+        self._batch_names = [p.name for p in self.ir.params[n_state:]]
+        self._batch_bufs = []
+        for slot, t in zip(nat.param_slots[n_state:], self._batch_types):
+            raw, addr = _aligned_empty(max(t.nbytes, 1))
+            view = raw[addr - raw.ctypes.data: addr - raw.ctypes.data + t.nbytes].view(t.dtype.np).reshape(t.shape)
+            self._batch_bufs.append((raw, view))
+            nat.table[slot] = addr
+        # results: the loss, then the new state; donated ones are already in place
+        self._copy_back = []
+        for i in range(1, len(nat.outputs)):
+            kind, where = nat.outputs[i]
+            dst = self._state_leaves[i - 1]
+            if kind == "param" and where == i - 1:
+                continue
+            self._copy_back.append((i, dst))
+        kind, where = nat.outputs[0]
+        self._loss = nat.arena_view(where, self.ir.result_types[0]) if kind == "arena" else None
+        self.compile_seconds = time.perf_counter() - t0
+        self.n_batch = len(self._batch_types)
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.native.llvm_ir
+
+    def __call__(self, *batch) -> float:
+        if len(batch) != self.n_batch:
+            raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
+        for (raw, buf), t, n, a in zip(self._batch_bufs, self._batch_types, self._batch_names, batch):
+            a = check_argument(t, f"%{n}", a, "step", native=False)
+            np.copyto(buf, a)
+        self.native.run()
+        for i, dst in self._copy_back:
+            np.copyto(dst, self.native.read_output(i, self._state_leaves))
+        if self._loss is not None:
+            return float(self._loss)
+        return float(self.native.read_output(0, self._state_leaves))
+
+
+__all__ = ["CpuFunction", "CpuStep", "NativeProgram", "Const"]

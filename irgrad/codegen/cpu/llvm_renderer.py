@@ -1,0 +1,650 @@
+"""Render a `Program` (codegen/kernel_ir.py) as LLVM IR text for the host CPU.
+
+Layout of the generated module:
+
+- `@irgrad_entry(ptr %table)`: the whole program, one call per kernel in order;
+- per kernel `@kN(ptr %table)`: loads its buffer pointers from the pointer table (slot 0
+  is the arena) and runs `@kN.body(ptr noalias ..., i64 lo, i64 hi)` on the outermost
+  loop range [lo, hi), directly or split over threads by `GOMP_parallel`;
+- matmuls call BLAS `sgemm`/`dgemm` (Fortran ABI; row-major C = A B is computed as
+  C^T = B^T A^T), followed by their epilogue loop.
+
+Loops are plain counted loops; LLVM's vectorizer widens the innermost one (unit-stride
+loads, `noalias` buffers, the exp/log/tanh polynomials inlined). Reductions carry the
+`reassoc` flag so they vectorize too; elementwise arithmetic only `contract` (FMA), which
+keeps float32 results within about 1e-6 of the interpreter.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...ir.types import DType
+from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
+                         GemmKernel, IndexValue, InRange, Ix, Load, LoopKernel, Mod, Program,
+                         ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, sx_children,
+                         sx_indices)
+from .llvm_math import f32_hex, f64_hex, math_library
+
+LL = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
+      DType.bool: "i1"}
+MEM = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
+       DType.bool: "i8"}
+ELEMENT_FLAGS = "contract"
+REDUCE_FLAGS = "reassoc nsz contract"
+PARALLEL_MIN_WORK = 32768  # elements below which a kernel stays on one thread
+
+
+def const_literal(value, dtype: DType) -> str:
+    if dtype is DType.f32:
+        return f32_hex(float(value))
+    if dtype is DType.f64:
+        return f64_hex(float(value))
+    if dtype is DType.bool:
+        return "true" if value else "false"
+    return str(int(value))
+
+
+class FunctionWriter:
+    """Emits the instructions of one LLVM function with fresh SSA names."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.n = 0
+        self.entry_allocas: list[str] = []
+
+    def tmp(self, hint: str = "t") -> str:
+        self.n += 1
+        return f"%{hint}{self.n}"
+
+    def emit(self, text: str) -> None:
+        self.lines.append("  " + text)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name[1:]}:")
+
+    def assign(self, rhs: str, hint: str = "t") -> str:
+        r = self.tmp(hint)
+        self.emit(f"{r} = {rhs}")
+        return r
+
+
+class Scope:
+    """Memo of rendered expressions, invalidated when a loop variable changes."""
+
+    def __init__(self, parent=None):
+        self.parent = parent
+        self.values: dict = {}
+
+    def get(self, key):
+        s = self
+        while s is not None:
+            if key in s.values:
+                return s.values[key]
+            s = s.parent
+        return None
+
+
+class KernelRenderer:
+    def __init__(self, program: Program, threads: int):
+        self.program = program
+        self.threads = threads
+        self.decls: set[str] = set()
+        self.out: list[str] = []
+
+    # -- module -------------------------------------------------------------------------------
+    def render(self) -> str:
+        names = []
+        for k in self.program.kernels:
+            names.append(self.kernel(k))
+        body = ["define void @irgrad_entry(ptr %table) {"]
+        for n in names:
+            body.append(f"  call void @{n}(ptr %table)")
+        body.append("  ret void")
+        body.append("}")
+        parts = [math_library(), "\n".join(sorted(self.decls))] + self.out + ["\n".join(body)]
+        return "\n\n".join(p for p in parts if p) + "\n"
+
+    def declare(self, text: str) -> None:
+        self.decls.add(text)
+
+    # -- buffers --------------------------------------------------------------------------------
+    def _kernel_buffers(self, k) -> list[Buf]:
+        bufs: dict = {}
+
+        def add(b: Buf):
+            key = (b.slot, b.offset)
+            if key not in bufs:
+                bufs[key] = b
+
+        exprs = []
+        for part in _parts(k):
+            if isinstance(part, LoopKernel):
+                for s in part.stores:
+                    add(s.buf)
+                    exprs.append(s.value)
+                    exprs.extend(_ix_exprs(s.index))
+            elif isinstance(part, ReduceKernel):
+                for s in part.prologue + part.epilogue:
+                    add(s.buf)
+                    exprs.append(s.value)
+                exprs.append(part.operand)
+                if part.acc_buf is not None:
+                    add(part.acc_buf)
+            elif isinstance(part, ScatterKernel):
+                add(part.target)
+                exprs.append(part.value)
+                exprs.extend(_ix_exprs(part.index))
+        for e in _walk_exprs(exprs):
+            if isinstance(e, Load):
+                add(e.buf)
+        return list(bufs.values())
+
+    def _load_pointers(self, w: FunctionWriter, bufs: list[Buf], table: str = "%table") -> list[str]:
+        ptrs = []
+        base_cache: dict[int, str] = {}
+        for b in bufs:
+            base = base_cache.get(b.slot)
+            if base is None:
+                slot_ptr = w.assign(f"getelementptr inbounds ptr, ptr {table}, i64 {b.slot}", "sp")
+                base = w.assign(f"load ptr, ptr {slot_ptr}, align 8", "base")
+                base_cache[b.slot] = base
+            ptrs.append(w.assign(f"getelementptr inbounds i8, ptr {base}, i64 {b.offset}", "buf")
+                        if b.offset else base)
+        return ptrs
+
+    # -- kernels ------------------------------------------------------------------------------
+    def kernel(self, k) -> str:
+        if isinstance(k, GemmKernel):
+            return self.gemm(k)
+        name = k.name
+        bufs = self._kernel_buffers(k)
+        extent0, work = _outer_extent_and_work(k)
+        parallel = self.threads > 1 and work >= PARALLEL_MIN_WORK and extent0 >= 2
+        self.body_function(name + ".body", k, bufs)
+        w = FunctionWriter()
+        ptrs = self._load_pointers(w, bufs)
+        if parallel:
+            self.omp_function(name, bufs, extent0)
+            self.declare("declare void @GOMP_parallel(ptr, ptr, i32, i32)")
+            w.emit(f"call void @GOMP_parallel(ptr @{name}.omp, ptr %table, i32 {self.threads}, i32 0)")
+        else:
+            args = ", ".join(f"ptr {p}" for p in ptrs)
+            w.emit(f"call void @{name}.body({args}{', ' if args else ''}i64 0, i64 {extent0})")
+        self.out.append(f"define internal void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
+                        + "\n  ret void\n}")
+        return name
+
+    def omp_function(self, name: str, bufs: list[Buf], extent0: int) -> None:
+        self.declare("declare i32 @omp_get_thread_num()")
+        self.declare("declare i32 @omp_get_num_threads()")
+        w = FunctionWriter()
+        ptrs = self._load_pointers(w, bufs, "%data")
+        tid = w.assign("call i32 @omp_get_thread_num()")
+        nth = w.assign("call i32 @omp_get_num_threads()")
+        tid64 = w.assign(f"sext i32 {tid} to i64")
+        nth64 = w.assign(f"sext i32 {nth} to i64")
+        # static chunks: [tid * n / nth, (tid + 1) * n / nth)
+        a = w.assign(f"mul i64 {tid64}, {extent0}")
+        lo = w.assign(f"udiv i64 {a}, {nth64}")
+        t1 = w.assign(f"add i64 {tid64}, 1")
+        b = w.assign(f"mul i64 {t1}, {extent0}")
+        hi = w.assign(f"udiv i64 {b}, {nth64}")
+        args = ", ".join(f"ptr {p}" for p in ptrs)
+        w.emit(f"call void @{name}.body({args}{', ' if args else ''}i64 {lo}, i64 {hi})")
+        self.out.append(f"define internal void @{name}.omp(ptr %data) {{\n" + "\n".join(w.lines)
+                        + "\n  ret void\n}")
+
+    def body_function(self, fname: str, k, bufs: list[Buf]) -> None:
+        params = ", ".join(f"ptr noalias %b{i}" for i in range(len(bufs)))
+        self.ptr_of = {(b.slot, b.offset): f"%b{i}" for i, b in enumerate(bufs)}
+        w = FunctionWriter()
+        self.w = w
+        w.label("%entry")
+        entry_at = len(w.lines)
+        if isinstance(k, LoopKernel):
+            self.loop_kernel(k, lo="%lo", hi="%hi")
+        elif isinstance(k, ReduceKernel):
+            self.reduce_kernel(k, lo="%lo", hi="%hi")
+        elif isinstance(k, ScatterKernel):
+            self.scatter_kernel(k, lo="%lo", hi="%hi")
+        else:
+            raise AssertionError(type(k))
+        w.emit("ret void")
+        w.lines[entry_at:entry_at] = ["  " + a for a in w.entry_allocas]
+        sep = ", " if params else ""
+        self.out.append(f"define internal void @{fname}({params}{sep}i64 %lo, i64 %hi) nounwind {{\n"
+                        + "\n".join(w.lines) + "\n}")
+
+    # -- loop structures ------------------------------------------------------------------------
+    def loops(self, vars_, scope: Scope, body, lo=None, hi=None) -> None:
+        """Nested counted loops over `vars_`; the first one runs over [lo, hi) if given."""
+        w = self.w
+        if not vars_:
+            body(scope)
+            return
+        v = vars_[0]
+        start = lo if lo is not None else "0"
+        stop = hi if hi is not None else str(v.extent)
+        head, bodyl, latch, exit_ = (w.tmp(p) for p in ("head", "body", "latch", "exit"))
+        pre = w.tmp("pre")
+        w.emit(f"br label {pre}")
+        w.label(pre)
+        w.emit(f"br label {head}")
+        w.label(head)
+        iv = w.tmp(v.name)
+        nxt = w.tmp(v.name + "n")
+        w.emit(f"{iv} = phi i64 [ {start}, {pre} ], [ {nxt}, {latch} ]")
+        c = w.assign(f"icmp slt i64 {iv}, {stop}")
+        w.emit(f"br i1 {c}, label {bodyl}, label {exit_}")
+        w.label(bodyl)
+        inner = Scope(scope)
+        inner.values[("var", v)] = iv
+        self.loops(vars_[1:], inner, body)
+        w.emit(f"br label {latch}")
+        w.label(latch)
+        w.emit(f"{nxt} = add nuw nsw i64 {iv}, 1")
+        w.emit(f"br label {head}")
+        w.label(exit_)
+
+    def loop_kernel(self, k: LoopKernel, lo, hi) -> None:
+        def body(scope):
+            self.stores(k.stores, scope)
+        self.loops(k.loops, Scope(), body, lo, hi)
+
+    def stores(self, stores, scope) -> None:
+        # compute every value first, then store: a result may overwrite an input in place
+        vals = [(s, self.expr(s.value, scope)) for s in stores]
+        for s, v in vals:
+            self.store(s.buf, s.index, v, scope)
+
+    def store(self, buf: Buf, index: Ix, value: str, scope) -> None:
+        w = self.w
+        ptr = self.address(buf, index, scope)
+        if buf.dtype is DType.bool:
+            value = w.assign(f"zext i1 {value} to i8")
+        w.emit(f"store {MEM[buf.dtype]} {value}, ptr {ptr}, align {buf.dtype.itemsize}")
+
+    def address(self, buf: Buf, index: Ix, scope) -> str:
+        i = self.index(index, scope)
+        return self.w.assign(f"getelementptr inbounds {MEM[buf.dtype]}, ptr {self.ptr_of[(buf.slot, buf.offset)]}, i64 {i}", "p")
+
+    def reduce_kernel(self, k: ReduceKernel, lo, hi) -> None:
+        w = self.w
+        ty = LL[k.dtype]
+        init = const_literal(k.init, k.dtype)
+        if k.layout == "row":
+            acc = w.tmp("acc")
+            w.entry_allocas.append(f"{acc} = alloca {ty}, align 8")
+
+            def outer_body(scope):
+                w.emit(f"store {ty} {init}, ptr {acc}")
+
+                def inner_body(s2):
+                    v = self.expr(k.operand, s2)
+                    for st in k.prologue:
+                        self.store(st.buf, st.index, self.expr(st.value, s2), s2)
+                    cur = w.assign(f"load {ty}, ptr {acc}")
+                    w.emit(f"store {ty} {self.combine(k, cur, v)}, ptr {acc}")
+
+                self.loops(k.inner, scope, inner_body)
+                result = w.assign(f"load {ty}, ptr {acc}")
+                s3 = Scope(scope)
+                s3.values[AccRef(k.dtype)] = result
+                self.stores(k.epilogue, s3)
+
+            self.loops(k.outer, Scope(), outer_body, lo, hi)
+            return
+        # column layout: a vector of partial results indexed by the kept axes
+        if k.acc_buf is not None:
+            acc_ptr = self.ptr_of[(k.acc_buf.slot, k.acc_buf.offset)]
+        else:
+            acc_ptr = w.tmp("accv")
+            w.entry_allocas.append(f"{acc_ptr} = alloca {ty}, i64 {k.acc_size}, align 64")
+
+        def acc_addr(scope):
+            i = self.index(k.acc_index, scope)
+            return w.assign(f"getelementptr inbounds {ty}, ptr {acc_ptr}, i64 {i}", "p")
+
+        def init_body(scope):
+            w.emit(f"store {ty} {init}, ptr {acc_addr(scope)}, align {k.dtype.itemsize}")
+
+        self.loops(k.outer, Scope(), init_body, lo, hi)
+
+        def red_body(scope):
+            def inner(s2):
+                v = self.expr(k.operand, s2)
+                for st in k.prologue:
+                    self.store(st.buf, st.index, self.expr(st.value, s2), s2)
+                p = acc_addr(s2)
+                cur = w.assign(f"load {ty}, ptr {p}, align {k.dtype.itemsize}")
+                w.emit(f"store {ty} {self.combine(k, cur, v)}, ptr {p}, align {k.dtype.itemsize}")
+            self.loops(k.outer, scope, inner, lo, hi)
+
+        self.loops(k.inner, Scope(), red_body)
+
+        def epi_body(scope):
+            p = acc_addr(scope)
+            result = w.assign(f"load {ty}, ptr {p}, align {k.dtype.itemsize}")
+            s3 = Scope(scope)
+            s3.values[AccRef(k.dtype)] = result
+            todo = [st for st in k.epilogue if not (
+                k.acc_buf is not None and (st.buf.slot, st.buf.offset) == (k.acc_buf.slot, k.acc_buf.offset)
+                and isinstance(st.value, AccRef) and st.index == k.acc_index)]
+            self.stores(todo, s3)
+
+        if k.epilogue:
+            self.loops(k.outer, Scope(), epi_body, lo, hi)
+
+    def combine(self, k: ReduceKernel, a: str, b: str) -> str:
+        ty = LL[k.dtype]
+        if k.dtype.is_float:
+            if k.combine == "add":
+                return self.w.assign(f"fadd {REDUCE_FLAGS} {ty} {a}, {b}")
+            self.declare(f"declare {ty} @llvm.maximum.{_sfx(k.dtype)}({ty}, {ty})")
+            return self.w.assign(f"call {REDUCE_FLAGS} {ty} @llvm.maximum.{_sfx(k.dtype)}({ty} {a}, {ty} {b})")
+        if k.combine == "add":
+            return self.w.assign(f"add {ty} {a}, {b}")
+        self.declare(f"declare {ty} @llvm.smax.{ty}({ty}, {ty})")
+        return self.w.assign(f"call {ty} @llvm.smax.{ty}({ty} {a}, {ty} {b})")
+
+    def scatter_kernel(self, k: ScatterKernel, lo, hi) -> None:
+        if k.copy is not None:
+            self.loops(k.copy.loops, Scope(), lambda s: self.stores(k.copy.stores, s))
+        w = self.w
+        ty = MEM[k.target.dtype]
+
+        def body(scope):
+            v = self.expr(k.value, scope)
+            p = self.address(k.target, k.index, scope)
+            cur = w.assign(f"load {ty}, ptr {p}, align {k.target.dtype.itemsize}")
+            op = "fadd" if k.target.dtype.is_float else "add"
+            w.emit(f"store {ty} {w.assign(f'{op} {ty} {cur}, {v}')}, ptr {p}, align {k.target.dtype.itemsize}")
+
+        # updates run in order on one thread (repeated indices accumulate)
+        self.loops(k.loops, Scope(), body)
+
+    def gemm(self, k: GemmKernel) -> str:
+        name = k.name
+        blas = "sgemm" if k.dtype is DType.f32 else "dgemm"
+        ty = LL[k.dtype]
+        self.declare(f"declare void @{blas}(ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr)")
+        w = FunctionWriter()
+        ptrs = self._load_pointers(w, [k.a, k.b, k.c])
+        pa, pb, pc = ptrs
+        # Fortran arguments are passed by reference
+        def slot(t: str, v: str) -> str:
+            p = w.assign(f"alloca {t}, align 8")
+            w.emit(f"store {t} {v}, ptr {p}")
+            return p
+        ta = slot("i8", str(ord("T" if k.trans_b else "N")))
+        tb = slot("i8", str(ord("T" if k.trans_a else "N")))
+        M, N, K = slot("i32", str(k.n)), slot("i32", str(k.m)), slot("i32", str(k.k))
+        lda = slot("i32", str(k.k if k.trans_b else k.n))
+        ldb = slot("i32", str(k.m if k.trans_a else k.k))
+        ldc = slot("i32", str(k.n))
+        alpha = slot(ty, const_literal(k.alpha, k.dtype))
+        beta = slot(ty, const_literal(k.beta, k.dtype))
+        sz = k.dtype.itemsize
+        for bi in range(k.batch):
+            def at(p, elems):
+                return w.assign(f"getelementptr inbounds i8, ptr {p}, i64 {elems * sz}") if elems else p
+            a_b, b_b, c_b = at(pa, bi * k.m * k.k), at(pb, bi * k.k * k.n), at(pc, bi * k.m * k.n)
+            w.emit(f"call void @{blas}(ptr {ta}, ptr {tb}, ptr {M}, ptr {N}, ptr {K}, ptr {alpha}, "
+                   f"ptr {b_b}, ptr {lda}, ptr {a_b}, ptr {ldb}, ptr {beta}, ptr {c_b}, ptr {ldc})")
+        if k.epilogue is not None:
+            epi = self.kernel(k.epilogue)
+            w.emit(f"call void @{epi}(ptr %table)")
+        self.out.append(f"define internal void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
+                        + "\n  ret void\n}")
+        return name
+
+    # -- expressions ------------------------------------------------------------------------------
+    def index(self, ix: Ix, scope) -> str:
+        key = ("ix", ix)
+        got = scope.get(key)
+        if got is not None:
+            return got
+        w = self.w
+        acc = None
+        for atom, c in ix.terms:
+            a = self.atom(atom, scope)
+            term = a if c == 1 else w.assign(f"mul nsw i64 {a}, {c}")
+            acc = term if acc is None else w.assign(f"add nsw i64 {acc}, {term}")
+        if acc is None:
+            out = str(ix.const)
+        elif ix.const:
+            out = w.assign(f"add nsw i64 {acc}, {ix.const}")
+        else:
+            out = acc
+        scope.values[key] = out
+        return out
+
+    def atom(self, a, scope) -> str:
+        w = self.w
+        if isinstance(a, Var):
+            v = scope.get(("var", a))
+            if v is None:
+                raise AssertionError(f"loop variable {a} is not bound")
+            return v
+        if isinstance(a, (FloorDiv, Mod)):
+            x = self.index(a.x, scope)
+            lo, _ = a.x.bounds()
+            if lo >= 0:
+                return w.assign(f"{'udiv' if isinstance(a, FloorDiv) else 'urem'} i64 {x}, {a.d}")
+            q = w.assign(f"sdiv i64 {x}, {a.d}")
+            r = w.assign(f"srem i64 {x}, {a.d}")
+            neg = w.assign(f"icmp slt i64 {r}, 0")
+            if isinstance(a, FloorDiv):
+                qm = w.assign(f"sub i64 {q}, 1")
+                return w.assign(f"select i1 {neg}, i64 {qm}, i64 {q}")
+            rp = w.assign(f"add i64 {r}, {a.d}")
+            return w.assign(f"select i1 {neg}, i64 {rp}, i64 {r}")
+        if isinstance(a, Clip):
+            self.declare("declare i64 @llvm.smax.i64(i64, i64)")
+            self.declare("declare i64 @llvm.smin.i64(i64, i64)")
+            x = self.index(a.x, scope)
+            t = w.assign(f"call i64 @llvm.smax.i64(i64 {x}, i64 {a.lo})")
+            return w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {a.hi})")
+        if isinstance(a, Clamp):
+            self.declare("declare i64 @llvm.smax.i64(i64, i64)")
+            self.declare("declare i64 @llvm.smin.i64(i64, i64)")
+            v = self.expr(a.value, scope)
+            if a.value.dtype is DType.i32:
+                v = w.assign(f"sext i32 {v} to i64")
+            neg = w.assign(f"icmp slt i64 {v}, 0")
+            wrapped = w.assign(f"add i64 {v}, {a.n}")
+            v2 = w.assign(f"select i1 {neg}, i64 {wrapped}, i64 {v}")
+            t = w.assign(f"call i64 @llvm.smax.i64(i64 {v2}, i64 0)")
+            return w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {a.n - 1})")
+        raise AssertionError(a)
+
+    def expr(self, e: Sx, scope) -> str:
+        """Render an expression DAG iteratively (post-order), memoized in `scope`."""
+        stack = [(e, False)]
+        while stack:
+            x, ready = stack.pop()
+            if scope.get(x) is not None:
+                continue
+            kids = sx_children(x)
+            if not ready and any(scope.get(k) is None for k in kids):
+                stack.append((x, True))
+                stack.extend((k, False) for k in kids if scope.get(k) is None)
+                continue
+            # values are memoized in the innermost scope whose variables they use; simply
+            # the current one is correct (inner scopes see outer values)
+            scope.values[x] = self._node(x, [scope.get(k) for k in kids], scope)
+        return scope.get(e)
+
+    def _node(self, x: Sx, kids, scope) -> str:
+        w = self.w
+        dt = x.dtype
+        ty = LL[dt]
+        if isinstance(x, Const):
+            return const_literal(x.value, dt)
+        if isinstance(x, AccRef):
+            raise AssertionError("accumulator used outside a reduction epilogue")
+        if isinstance(x, Load):
+            p = self.address(x.buf, x.index, scope)
+            v = w.assign(f"load {MEM[dt]}, ptr {p}, align {dt.itemsize}", "ld")
+            return w.assign(f"icmp ne i8 {v}, 0") if dt is DType.bool else v
+        if isinstance(x, IndexValue):
+            i = self.index(x.index, scope)
+            if dt.is_float:
+                return w.assign(f"sitofp i64 {i} to {ty}")
+            return i if dt is DType.i64 else w.assign(f"trunc i64 {i} to {ty}")
+        if isinstance(x, InRange):
+            i = self.index(x.index, scope)
+            a = w.assign(f"icmp sge i64 {i}, {x.lo}")
+            b = w.assign(f"icmp slt i64 {i}, {x.hi}")
+            return w.assign(f"and i1 {a}, {b}")
+        if isinstance(x, Unary):
+            return self.unary(x.op, dt, kids[0])
+        if isinstance(x, Binary):
+            return self.binary(x.op, dt, kids[0], kids[1])
+        if isinstance(x, Compare):
+            return self.compare(x.op, x.a.dtype, kids[0], kids[1])
+        if isinstance(x, Select):
+            return w.assign(f"select i1 {kids[0]}, {ty} {kids[1]}, {ty} {kids[2]}")
+        if isinstance(x, Cast):
+            return self.cast(x.x.dtype, dt, kids[0])
+        raise AssertionError(type(x))
+
+    def unary(self, op: str, dt: DType, a: str) -> str:
+        w = self.w
+        ty = LL[dt]
+        f = ELEMENT_FLAGS
+        if op == "neg":
+            return w.assign(f"fneg {f} {ty} {a}") if dt.is_float else w.assign(f"sub {ty} 0, {a}")
+        if op == "abs":
+            if dt.is_float:
+                self.declare(f"declare {ty} @llvm.fabs.{_sfx(dt)}({ty})")
+                return w.assign(f"call {ty} @llvm.fabs.{_sfx(dt)}({ty} {a})")
+            self.declare(f"declare {ty} @llvm.abs.{ty}({ty}, i1)")
+            return w.assign(f"call {ty} @llvm.abs.{ty}({ty} {a}, i1 false)")
+        if op == "sign":
+            zero, one = const_literal(0, dt), const_literal(1, dt)
+            mone = const_literal(-1, dt)
+            if dt.is_float:
+                gt = w.assign(f"fcmp ogt {ty} {a}, {zero}")
+                lt = w.assign(f"fcmp olt {ty} {a}, {zero}")
+                t = w.assign(f"select i1 {lt}, {ty} {mone}, {ty} {a}")
+                return w.assign(f"select i1 {gt}, {ty} {one}, {ty} {t}")
+            gt = w.assign(f"icmp sgt {ty} {a}, 0")
+            lt = w.assign(f"icmp slt {ty} {a}, 0")
+            t = w.assign(f"select i1 {lt}, {ty} -1, {ty} 0")
+            return w.assign(f"select i1 {gt}, {ty} 1, {ty} {t}")
+        if op == "sqrt":
+            self.declare(f"declare {ty} @llvm.sqrt.{_sfx(dt)}({ty})")
+            return w.assign(f"call {f} {ty} @llvm.sqrt.{_sfx(dt)}({ty} {a})")
+        if dt is DType.f32 and op in ("exp", "log", "tanh"):
+            return w.assign(f"call float @irgrad_{op}f(float {a})")
+        # the rest go to libm (scalar): sin, cos, and float64 exp/log/tanh
+        fn = {DType.f32: op + "f", DType.f64: op}[dt]
+        self.declare(f"declare {ty} @{fn}({ty}) nounwind readnone")
+        return w.assign(f"call {ty} @{fn}({ty} {a})")
+
+    def binary(self, op: str, dt: DType, a: str, b: str) -> str:
+        w = self.w
+        ty = LL[dt]
+        if dt.is_float:
+            f = ELEMENT_FLAGS
+            if op in ("add", "sub", "mul", "div"):
+                return w.assign(f"f{op} {f} {ty} {a}, {b}")
+            if op in ("max", "min"):
+                fn = "maximum" if op == "max" else "minimum"
+                self.declare(f"declare {ty} @llvm.{fn}.{_sfx(dt)}({ty}, {ty})")
+                return w.assign(f"call {ty} @llvm.{fn}.{_sfx(dt)}({ty} {a}, {ty} {b})")
+            if op == "pow":
+                fn = "powf" if dt is DType.f32 else "pow"
+                self.declare(f"declare {ty} @{fn}({ty}, {ty}) nounwind readnone")
+                return w.assign(f"call {ty} @{fn}({ty} {a}, {ty} {b})")
+        else:
+            if op in ("add", "sub", "mul"):
+                return w.assign(f"{op} {ty} {a}, {b}")
+            if op in ("max", "min"):
+                fn = "smax" if op == "max" else "smin"
+                self.declare(f"declare {ty} @llvm.{fn}.{ty}({ty}, {ty})")
+                return w.assign(f"call {ty} @llvm.{fn}.{ty}({ty} {a}, {ty} {b})")
+        raise AssertionError(f"{op} on {dt}")
+
+    def compare(self, op: str, dt: DType, a: str, b: str) -> str:
+        ty = LL[dt]
+        if dt.is_float:
+            pred = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}[op]
+            return self.w.assign(f"fcmp {pred} {ty} {a}, {b}")
+        signed = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
+        unsigned = {"eq": "eq", "ne": "ne", "lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge"}
+        pred = (unsigned if dt is DType.bool else signed)[op]
+        return self.w.assign(f"icmp {pred} {ty} {a}, {b}")
+
+    def cast(self, src: DType, dst: DType, a: str) -> str:
+        w = self.w
+        s, d = LL[src], LL[dst]
+        if src is dst:
+            return a
+        if dst is DType.bool:
+            if src.is_float:
+                return w.assign(f"fcmp une {s} {a}, {const_literal(0, src)}")
+            return w.assign(f"icmp ne {s} {a}, 0")
+        if src is DType.bool:
+            return w.assign(f"uitofp i1 {a} to {d}") if dst.is_float else w.assign(f"zext i1 {a} to {d}")
+        if src.is_float and dst.is_float:
+            op = "fpext" if src.itemsize < dst.itemsize else "fptrunc"
+            return w.assign(f"{op} {s} {a} to {d}")
+        if src.is_float:
+            return w.assign(f"fptosi {s} {a} to {d}")
+        if dst.is_float:
+            return w.assign(f"sitofp {s} {a} to {d}")
+        op = "sext" if src.itemsize < dst.itemsize else "trunc"
+        return w.assign(f"{op} {s} {a} to {d}")
+
+
+def _sfx(dt: DType) -> str:
+    return "f32" if dt is DType.f32 else "f64"
+
+
+def _parts(k):
+    if isinstance(k, ScatterKernel):
+        return ([k.copy] if k.copy else []) + [k]
+    return [k]
+
+
+def _walk_exprs(exprs):
+    stack, seen = list(exprs), set()
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        yield e
+        for ix in sx_indices(e):
+            stack.extend(_ix_exprs(ix))
+        stack.extend(sx_children(e))
+
+
+def _ix_exprs(ix: Ix):
+    out, stack = [], [ix]
+    while stack:
+        i = stack.pop()
+        for a, _ in i.terms:
+            if isinstance(a, Clamp):
+                out.append(a.value)
+            elif isinstance(a, (FloorDiv, Mod, Clip)):
+                stack.append(a.x)
+    return out
+
+
+def _outer_extent_and_work(k) -> tuple[int, int]:
+    if isinstance(k, LoopKernel):
+        return (k.loops[0].extent if k.loops else 1), math.prod(v.extent for v in k.loops)
+    if isinstance(k, ReduceKernel):
+        ext = k.outer[0].extent if k.outer else 1
+        return ext, math.prod(v.extent for v in k.outer + k.inner)
+    if isinstance(k, ScatterKernel):
+        return 1, 0  # sequential: repeated indices must accumulate in order
+    raise AssertionError(type(k))
+
+
+def render_program(program: Program, threads: int = 1) -> str:
+    return KernelRenderer(program, threads).render()

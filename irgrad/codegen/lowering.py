@@ -1,0 +1,507 @@
+"""Lowering: a fused, memory-planned IR function -> a `Program` of backend-neutral kernels.
+
+Each top-level op becomes at most one kernel: a `fused` op by its kind, a plain op as a
+kernel of one op, a view (reshape, stop_gradient placed on its operand's bytes) or a
+constant as nothing at all. Values inside a kernel are evaluated per element: asking for
+value v at index I walks the region backwards, turning data movement (broadcast,
+transpose, reshape, slice, pad, concat, gather) into index arithmetic and elementwise ops
+into scalar expressions, down to loads from the kernel's input buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import IrgradError
+from ..ir.core import Function, Operation, Value
+from ..ir.registry import get_op
+from ..ir.types import DType
+from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, kernel_scratch_bytes,
+                               reduction_layout, region_anchor)
+from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
+                        InRange, Ix, Load, LoopKernel, Program, ReduceKernel, ScatterKernel,
+                        Select, Store, Sx, Unary, Var, clip, delinearize, linearize)
+
+UNARY = {"neg", "exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign"}
+BINARY = {"add", "sub", "mul", "div", "pow", "max", "min"}
+COMPARE = {"eq", "ne", "lt", "le", "gt", "ge"}
+ARENA_SLOT = 0
+
+
+class Sources:
+    """Where the values a kernel reads come from: buffers, constants, or the kernel itself
+    (a reduction's accumulator, a GEMM's product)."""
+
+    def __init__(self):
+        self.map: dict[Value, object] = {}
+
+    def set(self, v: Value, src) -> None:
+        self.map[v] = src
+
+    def get(self, v: Value):
+        return self.map.get(v)
+
+
+def const_expr(value: np.ndarray, dtype: DType):
+    """A splat's scalar, or None for a dense constant."""
+    if value.ndim == 0:
+        return Const(dtype, value.item())
+    return None
+
+
+class Evaluator:
+    """Scalar expressions for region values at symbolic indices (iterative, memoized)."""
+
+    def __init__(self, sources: Sources, program: "ProgramBuilder"):
+        self.sources = sources
+        self.program = program
+        self.memo: dict = {}
+
+    def at(self, v: Value, idx) -> Sx:
+        idx = tuple(Ix.of(i) for i in idx)
+        root = (v, idx)
+        stack = [root]
+        while stack:
+            key = stack[-1]
+            if key in self.memo:
+                stack.pop()
+                continue
+            reqs = self._requests(*key)
+            missing = [r for r in reqs if r not in self.memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            self.memo[key] = self._build(key[0], key[1], [self.memo[r] for r in reqs])
+        return self.memo[root]
+
+    # which (value, index) pairs a value at an index needs ---------------------------------
+    def _requests(self, v: Value, idx) -> list:
+        src = self.sources.get(v)
+        if src is not None:
+            return []
+        op = v.op
+        if op is None:
+            raise IrgradError(f"lowering: no buffer for a value of type {v.type}")
+        name = op.opname
+        x = op.operands
+        if name in UNARY or name in BINARY or name in COMPARE or name in ("select", "cast",
+                                                                          "stop_gradient"):
+            return [(o, idx) for o in x]
+        if name in ("const", "iota"):
+            return []
+        if name == "broadcast":
+            dims = op.attrs["dims"]
+            return [(x[0], tuple(idx[d] if x[0].shape[i] != 1 else Ix.of(0)
+                                 for i, d in enumerate(dims)))]
+        if name == "transpose":
+            perm = op.attrs["perm"]
+            j = [None] * len(perm)
+            for i, p in enumerate(perm):
+                j[p] = idx[i]
+            return [(x[0], tuple(j))]
+        if name == "reshape":
+            flat = linearize(idx, op.result.shape)
+            return [(x[0], tuple(delinearize(flat, x[0].shape)))]
+        if name == "slice":
+            return [(x[0], tuple(i + s for i, s in zip(idx, op.attrs["start"])))]
+        if name == "pad":
+            low = op.attrs["low"]
+            return [(x[0], tuple(clip(i - lo, 0, d - 1) for i, lo, d in zip(idx, low, x[0].shape)))]
+        if name == "concat":
+            ax, off, out = op.attrs["axis"], 0, []
+            for o in x:
+                n = o.shape[ax]
+                j = list(idx)
+                j[ax] = clip(idx[ax] - off, 0, n - 1)
+                out.append((o, tuple(j)))
+                off += n
+            return out
+        if name == "gather":
+            ax = op.attrs["axis"]
+            k = len(x[1].shape)
+            return [(x[1], tuple(idx[ax:ax + k]))]
+        raise IrgradError(f"lowering: '{name}' cannot be evaluated elementwise")
+
+    def _build(self, v: Value, idx, kids) -> Sx:
+        src = self.sources.get(v)
+        dt = v.dtype
+        if src is not None:
+            if isinstance(src, Buf):
+                return Load(dt, src, linearize(idx, v.shape))
+            if isinstance(src, Sx):
+                return src
+            if callable(src):
+                return src(idx)
+            raise AssertionError(src)
+        op = v.op
+        name = op.opname
+        if name in UNARY:
+            return Unary(dt, name, kids[0])
+        if name in BINARY:
+            return Binary(dt, name, kids[0], kids[1])
+        if name in COMPARE:
+            return Compare(dt, name, kids[0], kids[1])
+        if name == "select":
+            return Select(dt, kids[0], kids[1], kids[2])
+        if name == "cast":
+            return kids[0] if op.operands[0].dtype is dt else Cast(dt, kids[0])
+        if name == "stop_gradient":
+            return kids[0]
+        if name == "const":
+            value = op.attrs["value"]
+            c = const_expr(value, dt)
+            if c is not None:
+                return c
+            buf = self.program.constant(value, dt)
+            return Load(dt, buf, linearize(idx, v.shape))
+        if name == "iota":
+            return IndexValue(dt, idx[op.attrs["axis"]])
+        if name in ("broadcast", "transpose", "reshape", "slice"):
+            return kids[0]
+        if name == "pad":
+            cond = None
+            for i, lo, d in zip(idx, op.attrs["low"], op.operands[0].shape):
+                c = InRange(DType.bool, i, lo, lo + d)
+                cond = c if cond is None else Select(DType.bool, cond, c, Const(DType.bool, False))
+            return Select(dt, cond, kids[0], Const(dt, 0)) if cond is not None else kids[0]
+        if name == "concat":
+            ax, off, out = op.attrs["axis"], 0, None
+            bounds = []
+            for o in op.operands:
+                bounds.append(off)
+                off += o.shape[ax]
+            out = kids[-1]
+            for k in range(len(kids) - 2, -1, -1):
+                out = Select(dt, InRange(DType.bool, idx[ax], 0, bounds[k + 1]), kids[k], out)
+            return out
+        if name == "gather":
+            ax = op.attrs["axis"]
+            table = op.operands[0]
+            k = len(op.operands[1].shape)
+            j = Ix.of(Clamp(kids[0], table.shape[ax]))
+            return self.at(table, tuple(idx[:ax]) + (j,) + tuple(idx[ax + k:]))
+        raise AssertionError(name)
+
+
+class ProgramBuilder:
+    """Walks the top-level ops of a planned function and emits kernels."""
+
+    def __init__(self, f: Function):
+        self.f = f
+        self.kernels: list = []
+        self.slots: list[str] = ["arena"]
+        self.constants: dict[int, np.ndarray] = {}
+        self.const_slots: dict = {}
+        self.param_slot = {}
+        for p in f.params:
+            self.param_slot[p] = len(self.slots)
+            self.slots.append(f"param %{p.name}")
+        self.where: dict[Value, object] = {}  # top-level value -> Buf or Sx (constants)
+        for p in f.params:
+            self.where[p] = Buf(f"%{p.name}", self.param_slot[p], 0, p.dtype, p.type.size)
+
+    def constant(self, value: np.ndarray, dtype: DType) -> Buf:
+        arr = np.ascontiguousarray(value, dtype=dtype.np)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        slot = self.const_slots.get(key)
+        if slot is None:
+            slot = len(self.slots)
+            self.slots.append(f"const {arr.dtype}{list(arr.shape)}")
+            self.constants[slot] = arr
+            self.const_slots[key] = slot
+        return Buf(f"const{slot}", slot, 0, dtype, arr.size)
+
+    def buf_for(self, v: Value, placement, name: str) -> Buf:
+        if isinstance(placement, Value):
+            return Buf(f"%{placement.name}", self.param_slot[placement], 0, v.dtype, v.type.size)
+        return Buf(name, ARENA_SLOT, int(placement), v.dtype, v.type.size)
+
+    def build(self) -> Program:
+        for t, op in enumerate(self.f.ops):
+            self.lower_op(t, op)
+        return Program(self.f.name, self.kernels, self.slots, self.f.attrs.get("arena_bytes", 0),
+                       self.constants)
+
+    def lower_op(self, t: int, op: Operation) -> None:
+        if op.opname == "const":
+            value = op.attrs["value"]
+            c = const_expr(value, op.result.dtype)
+            self.where[op.result] = c if c is not None else self.constant(
+                np.broadcast_to(value, op.result.shape), op.result.dtype)
+            return
+        places = [p for p in op.mem if not isinstance(p, tuple)]
+        scratch = [p[1] for p in op.mem if isinstance(p, tuple)]
+        outs = []
+        for i, (r, p) in enumerate(zip(op.results, places)):
+            buf = self.buf_for(r, p, f"v{t}_{i}")
+            self.where[r] = buf
+            outs.append(buf)
+        src = self.where.get(op.operands[0]) if op.operands else None
+        if op.opname in ("reshape", "stop_gradient") and not op.regions and isinstance(src, Buf) \
+                and (src.slot, src.offset) == (outs[0].slot, outs[0].offset):
+            return  # a view: same bytes, nothing to do
+        name = f"k{t}_{op.opname}" if not op.regions else f"k{t}_{op.attrs.get('kind', 'fused')}"
+        if op.regions:
+            region = op.regions[0]
+            sources = Sources()
+            for a, v in zip(region.args, op.operands):
+                sources.set(a, self._source(v))
+            kernel = self.lower_region(name, op, region.ops, region.outputs, outs, sources, scratch)
+        else:
+            sources = Sources()
+            # a plain op is a region of one op whose arguments are its operands
+            kernel = self.lower_region(name, op, [op], op.results, outs, sources, scratch,
+                                       plain_operands={v: self._source(v) for v in op.operands})
+        if kernel is not None:
+            self.kernels.append(kernel)
+
+    def _source(self, v: Value):
+        w = self.where.get(v)
+        if w is None:
+            raise IrgradError(f"lowering: value {v.type} is read before it is placed")
+        return w
+
+    # -- kernels -------------------------------------------------------------------------------
+    def lower_region(self, name, op, ops, outputs, outs, sources: Sources, scratch,
+                     plain_operands=None):
+        if plain_operands:
+            for v, s in plain_operands.items():
+                sources.set(v, s)
+        ev = Evaluator(sources, self)
+        kinds = {o.opname for o in ops}
+        if "matmul" in kinds:
+            return self.lower_gemm(name, op, ops, outputs, outs, sources, ev, scratch)
+        if kinds & {"reduce_sum", "reduce_max"}:
+            return self.lower_reduce(name, op, ops, outputs, outs, sources, ev, scratch)
+        if "scatter_add" in kinds:
+            return self.lower_scatter(name, ops[0], outs[0], sources, ev)
+        return self.lower_loop(name, outputs, outs, ev)
+
+    def lower_loop(self, name, outputs, outs, ev, shape=None) -> LoopKernel:
+        shape = shape if shape is not None else outputs[0].shape
+        loops = [Var(f"i{d}", n) for d, n in enumerate(shape)]
+        stores = []
+        for v, buf in zip(outputs, outs):
+            if v.shape != tuple(shape):
+                raise IrgradError(f"lowering: a loop kernel yields {v.type} in an iteration "
+                                  f"space of {list(shape)}")
+            stores.append(Store(buf, linearize(loops, shape), ev.at(v, loops)))
+        return collapse_loop(LoopKernel(name, loops, stores))
+
+    def lower_reduce(self, name, op, ops, outputs, outs, sources, ev, scratch) -> ReduceKernel:
+        reds = [o for o in ops if o.opname in ("reduce_sum", "reduce_max")]
+        if len(reds) != 1:
+            raise IrgradError(f"lowering: a reduce kernel holds {len(reds)} reductions")
+        red = reds[0]
+        x = red.operands[0]
+        axes = red.attrs["axes"]
+        full = [Var(f"i{d}", n) for d, n in enumerate(x.shape)]
+        outer = [full[d] for d in range(len(full)) if d not in axes]
+        inner = [full[d] for d in axes]
+        combine = "add" if red.opname == "reduce_sum" else "max"
+        dt = red.result.dtype
+        init = 0 if combine == "add" else (-math.inf if dt.is_float else int(np.iinfo(dt.np).min))
+        operand = ev.at(x, full)
+        layout = reduction_layout(red)
+        sources.set(red.result, AccRef(dt))
+        prologue, epilogue = [], []
+        for v, buf in zip(outputs, outs):
+            if v.shape == x.shape and v is not red.result:
+                prologue.append(Store(buf, linearize(full, x.shape), ev.at(v, full)))
+            elif v.shape == red.result.shape:
+                epilogue.append(Store(buf, linearize(outer, red.result.shape), ev.at(v, outer)))
+            else:
+                raise IrgradError(f"lowering: a reduce kernel yields {v.type}")
+        acc_buf = None
+        acc_index = linearize(outer, red.result.shape)
+        if layout == "column":
+            raw = [b for v, b in zip(outputs, outs) if v is red.result]
+            if outputs == [red.result]:
+                acc_buf = raw[0]  # partial sums accumulate straight into the result
+            elif scratch:
+                acc_buf = Buf(f"{name}_acc", ARENA_SLOT, scratch[0], dt, red.result.type.size)
+            elif red.result.type.nbytes > STACK_ACCUMULATOR_LIMIT:
+                raise AssertionError("column reduction without scratch")
+        k = ReduceKernel(name, outer, inner, combine, init, dt, operand, prologue, epilogue,
+                         layout, acc_buf, acc_index, red.result.type.size)
+        return collapse_reduce(k)
+
+    def lower_gemm(self, name, op, ops, outputs, outs, sources, ev, scratch) -> GemmKernel:
+        mms = [o for o in ops if o.opname == "matmul"]
+        if len(mms) != 1:
+            raise IrgradError(f"lowering: a matmul kernel holds {len(mms)} matmuls")
+        mm = mms[0]
+        operands = []
+        for v in mm.operands:
+            trans = False
+            if sources.get(v) is None and v.op is not None and v.op.opname == "transpose":
+                trans, v = True, v.op.operands[0]
+            src = sources.get(v)
+            if not isinstance(src, Buf):
+                src = self._materialize_const(v, src)
+            operands.append((src, trans))
+        (a, ta), (b, tb) = operands
+        shape = mm.result.shape
+        batch = math.prod(shape[:-2])
+        m, n = shape[-2], shape[-1]
+        k = mm.operands[0].shape[-1]
+        dt = mm.result.dtype
+        # choose where the product goes (see passes/patterns.py)
+        out_map = dict(zip(outputs, outs))
+        alpha, beta, target = 1.0, 0.0, None
+        if mm.result in out_map:
+            target = out_map[mm.result]
+        elif len(outputs) == 1 and op.regions:
+            form = gemm_accumulate_form(op, 0)
+            if form is not None and form.c_arg is not None:
+                c_src = sources.get(op.regions[0].args[form.c_arg])
+                if isinstance(c_src, Buf) and (c_src.slot, c_src.offset) == (outs[0].slot, outs[0].offset):
+                    gk = GemmKernel(name, dt, batch, m, n, k, a, b, outs[0], ta, tb,
+                                    form.alpha, form.beta, None)
+                    return gk
+        if target is None:
+            same = [bf for v, bf in out_map.items() if v.type == mm.result.type]
+            if same:
+                target = same[0]
+            elif scratch:
+                target = Buf(f"{name}_mm", ARENA_SLOT, scratch[0], dt, mm.result.type.size)
+            else:
+                raise AssertionError("matmul kernel without a target")
+        sources.set(mm.result, target)
+        rest = [(v, bf) for v, bf in zip(outputs, outs) if not (v is mm.result and bf == target)]
+        epilogue = None
+        if rest:
+            epilogue = self.lower_loop(name + "_epilogue", [v for v, _ in rest], [bf for _, bf in rest],
+                                       ev, shape)
+        return GemmKernel(name, dt, batch, m, n, k, a, b, target, ta, tb, alpha, beta, epilogue)
+
+    def _materialize_const(self, v: Value, src):
+        if isinstance(src, Const):
+            return self.constant(np.full(v.shape, src.value, v.dtype.np), v.dtype)
+        if v.op is not None and v.op.opname == "const":
+            return self.constant(np.broadcast_to(v.op.attrs["value"], v.shape), v.dtype)
+        raise IrgradError("lowering: a matmul operand is not in memory")
+
+    def lower_scatter(self, name, op, out: Buf, sources, ev) -> ScatterKernel:
+        a, idx, upd = op.operands
+        ax = op.attrs["axis"]
+        a_src = sources.get(a)
+        copy = None
+        if not (isinstance(a_src, Buf) and (a_src.slot, a_src.offset) == (out.slot, out.offset)):
+            copy = self.lower_loop(name + "_copy", [a], [out], ev)
+        loops = [Var(f"u{d}", n) for d, n in enumerate(upd.shape)]
+        k = len(idx.shape)
+        j = Ix.of(Clamp(ev.at(idx, loops[ax:ax + k]), a.shape[ax]))
+        target_idx = list(loops[:ax]) + [j] + list(loops[ax + k:])
+        return ScatterKernel(name, copy, loops, out, linearize(target_idx, a.shape),
+                             ev.at(upd, loops))
+
+
+# --- loop collapsing -----------------------------------------------------------------------------
+
+def _all_indices(exprs, extra=()):
+    """Every Ix appearing in the given scalar expressions (and `extra`)."""
+    from .kernel_ir import sx_children, sx_indices
+    out = list(extra)
+    stack, seen = list(exprs), set()
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for ix in sx_indices(e):
+            out.append(ix)
+            for a, _ in ix.terms:
+                if isinstance(a, Clamp):
+                    stack.append(a.value)
+        stack.extend(sx_children(e))
+    return out
+
+
+def _mergeable(indices, a: Var, b: Var) -> bool:
+    for ix in indices:
+        for atom, _ in ix.terms:
+            if not isinstance(atom, Var) and (a in ix.vars() or b in ix.vars()):
+                if a in _atom_vars(atom) or b in _atom_vars(atom):
+                    return False
+        if ix.coeff(a) != ix.coeff(b) * b.extent:
+            return False
+    return True
+
+
+def _atom_vars(atom):
+    from .kernel_ir import atom_vars
+    return atom_vars(atom)
+
+
+def _merge_mapping(a: Var, b: Var, j: Var) -> dict:
+    # valid when coeff(a) == coeff(b) * extent(b): c_b*(e*a + b) == c_b*j
+    return {a: Ix.of(0), b: Ix.of(j)}
+
+
+def _collapse_vars(vars_, indices):
+    """Merge adjacent loop variables wherever every index treats them as one; returns the
+    new variables and the substitution."""
+    vars_ = list(vars_)
+    subst: dict = {}
+    d = len(vars_) - 2
+    while d >= 0:
+        a, b = vars_[d], vars_[d + 1]
+        cur = [ix.substitute(subst) if subst else ix for ix in indices]
+        if _mergeable(cur, a, b):
+            j = Var(f"{a.name}{b.name}", a.extent * b.extent)
+            m = _merge_mapping(a, b, j)
+            # compose: earlier substitutions that produced a or b now go to j
+            subst = {k: v.substitute(m) for k, v in subst.items()}
+            subst.update(m)
+            vars_[d:d + 2] = [j]
+        d -= 1
+    return vars_, subst
+
+
+def collapse_loop(k: LoopKernel) -> LoopKernel:
+    from .kernel_ir import sx_substitute
+    if len(k.loops) < 2:
+        return k
+    indices = _all_indices([s.value for s in k.stores], [s.index for s in k.stores])
+    loops, subst = _collapse_vars(k.loops, indices)
+    if not subst:
+        return k
+    stores = [Store(s.buf, s.index.substitute(subst), sx_substitute(s.value, subst)) for s in k.stores]
+    return LoopKernel(k.name, loops, stores, k.parallel)
+
+
+def collapse_reduce(k: ReduceKernel) -> ReduceKernel:
+    from .kernel_ir import sx_substitute
+    exprs = [k.operand] + [s.value for s in k.prologue + k.epilogue]
+    idx = [s.index for s in k.prologue + k.epilogue] + [k.acc_index]
+    indices = _all_indices(exprs, idx)
+    inner, s1 = _collapse_vars(k.inner, indices)
+    indices = [ix.substitute(s1) for ix in indices] if s1 else indices
+    outer, s2 = _collapse_vars(k.outer, indices)
+    subst = {}
+    for m in (s1, s2):
+        subst = {a: v.substitute(m) for a, v in subst.items()}
+        subst.update(m)
+    if not subst:
+        return k
+    def fix(e):
+        return sx_substitute(e, subst)
+    return ReduceKernel(k.name, outer, inner, k.combine, k.init, k.dtype, fix(k.operand),
+                        [Store(s.buf, s.index.substitute(subst), fix(s.value)) for s in k.prologue],
+                        [Store(s.buf, s.index.substitute(subst), fix(s.value)) for s in k.epilogue],
+                        k.layout, k.acc_buf, k.acc_index.substitute(subst), k.acc_size, k.parallel)
+
+
+def lower_function(f: Function) -> Program:
+    """The Program of a function that has been through plan-memory."""
+    if "arena_bytes" not in f.attrs:
+        raise IrgradError("lowering needs a memory plan (run plan-memory last)")
+    return ProgramBuilder(f).build()
+
+
+__all__ = ["lower_function", "Program", "get_op", "kernel_scratch_bytes", "region_anchor", "Cast",
+           "Unary"]

@@ -1,0 +1,355 @@
+"""`fuse`: group ops into fused kernels (`fused` ops owning a region).
+
+Which values are stored to memory ("materialized") and which are recomputed inside every
+kernel that reads them is the whole decision:
+
+- parameters, results of the function, and results of matmuls, reductions and
+  scatter_add are materialized (the latter may stay inside their kernel, see below);
+- an operand of a matmul is materialized, except a swap of its last two axes, which the
+  matmul kernel absorbs (BLAS transposes for free);
+- a cheap elementwise value (its recomputation costs at most `max-recompute`; data
+  movement and constants cost nothing, transcendental ops cost 4) is recomputed in
+  every consumer; an expensive one with several consumers is materialized once;
+- constants are never materialized: they move into the regions that use them.
+
+Each materialized value gets a kernel: `loop` (elementwise over its shape), `reduce`,
+`matmul` or a single op. Then kernels merge, whenever no cycle arises and the merged
+region stays within `max-ops` ops:
+
+- epilogues: a loop kernel that reads a matmul or reduction result only through
+  elementwise ops (bias add, activation, scaling, log of a sum) joins that kernel; the
+  result is no longer stored unless someone else needs it;
+- prologues: a loop kernel whose output feeds a reduction elementwise joins the
+  reduction, which then stores it while reducing (softmax's exp(x - max));
+- siblings: loop kernels over the same shape that read a common input join.
+
+A kernel of one op stays a plain op. Region text:
+
+    %5 = fused %2, %b {kind="matmul"} : f32[64,128] {
+      (%6: f32[64,64], %7: f32[64,128], %8: f32[128]):
+      ...
+      yield %12
+    }
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
+from ..ir.registry import get_op
+from ..ir.rewrite import remove_dead_ops
+from .manager import Pass, register_pass
+
+INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iota", "const",
+             "gather", "stop_gradient"}
+REDUCTIONS = {"reduce_sum", "reduce_max"}
+EXPENSIVE = {"exp", "log", "sin", "cos", "tanh", "sqrt", "pow", "div"}
+FREE = {"broadcast", "reshape", "transpose", "slice", "const", "iota", "stop_gradient"}
+
+
+def op_class(op: Operation) -> str:
+    """loop (elementwise or data movement), reduce, matmul, or opaque."""
+    if op.opname in REDUCTIONS:
+        return "reduce"
+    if op.opname == "matmul":
+        return "matmul"
+    if op.opname in INJECTIVE or get_op(op.opname).elementwise:
+        return "loop"
+    return "opaque"
+
+
+def is_last_two_swap(op: Operation) -> bool:
+    perm = op.attrs.get("perm", ())
+    r = len(perm)
+    return op.opname == "transpose" and r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2)
+
+
+class _Kernel:
+    __slots__ = ("id", "kind", "homes", "first", "anchor")
+
+    def __init__(self, kid, kind, home: Value, first: int, anchor: Operation | None):
+        self.id = kid
+        self.kind = kind
+        self.homes: list[Value] = [home]  # materialized values computed here
+        self.first = first  # position of the earliest member op (for a stable order)
+        self.anchor = anchor  # the matmul or reduction op of the kernel, if any
+
+
+class _Fuser:
+    def __init__(self, f: Function, max_ops: int, max_recompute: int):
+        self.f = f
+        self.max_ops = max_ops
+        self.max_recompute = max_recompute
+        self.ops = list(f.ops)
+        self.pos = {op: i for i, op in enumerate(self.ops)}
+        self.uses = compute_uses(f.body)
+        self.outputs = set(f.outputs)
+        self.params = set(f.params)
+        self.materialized: set[Value] = set()
+        self.kernel_of: dict[Value, _Kernel] = {}
+        self.kernels: list[_Kernel] = []
+
+    # -- step 1: what is stored ------------------------------------------------------------
+    def must_store(self) -> set[Value]:
+        """Operands that a matmul or an opaque op reads from memory."""
+        out = set()
+        for op in self.ops:
+            cls = op_class(op)
+            if cls == "opaque":
+                out.update(op.operands)
+            elif cls == "matmul":
+                for v in op.operands:
+                    t = v.op
+                    if t is not None and is_last_two_swap(t) and all(
+                            u is not None and u.opname == "matmul" for u, _ in self.uses.get(v, ())):
+                        out.add(t.operands[0])  # the matmul kernel absorbs the transpose
+                    else:
+                        out.add(v)
+        return out
+
+    def decide_materialized(self) -> None:
+        must = self.must_store()
+        cost: dict[Value, int] = {}
+        for op in self.ops:
+            cls = op_class(op)
+            for r in op.results:
+                users = [u for u, _ in self.uses.get(r, ())]
+                if r in self.outputs or r in must or cls in ("matmul", "reduce", "opaque"):
+                    self.materialized.add(r)
+                    continue
+                if op.opname == "const":
+                    cost[r] = 0  # constants move into the regions that use them
+                    continue
+                own = 4 if op.opname in EXPENSIVE else 0 if op.opname in FREE else 1
+                c = own + sum(cost.get(v, 0) for v in op.operands if v not in self.materialized)
+                cost[r] = c
+                if len(users) > 1 and c > self.max_recompute:
+                    self.materialized.add(r)
+
+    # -- step 2: one kernel per stored value ------------------------------------------------
+    def make_kernels(self) -> None:
+        for op in self.ops:
+            for r in op.results:
+                if r in self.materialized and r not in self.kernel_of:
+                    cls = op_class(op)
+                    k = _Kernel(len(self.kernels), cls, r, self.pos[op],
+                                op if cls in ("matmul", "reduce") else None)
+                    self.kernels.append(k)
+                    for rr in op.results:
+                        if rr in self.materialized:
+                            self.kernel_of[rr] = k
+                            if rr is not r:
+                                k.homes.append(rr)
+
+    # -- member ops of a kernel: its homes' producers plus everything inlined ----------------
+    def members(self, k: _Kernel) -> list[Operation]:
+        seen: set[Operation] = set()
+        stack = [h.op for h in k.homes]
+        while stack:
+            op = stack.pop()
+            if op is None or op in seen:
+                continue
+            seen.add(op)
+            for v in op.operands:
+                if v in self.params:
+                    continue
+                if v in self.materialized and self.kernel_of.get(v) is not k:
+                    continue
+                stack.append(v.op)
+        return sorted(seen, key=self.pos.__getitem__)
+
+    def inputs(self, k: _Kernel, members=None) -> list[Value]:
+        members = members if members is not None else self.members(k)
+        mset = set(members)
+        out, seen = [], set()
+        for op in members:
+            for v in op.operands:
+                if v.op not in mset and v not in seen:
+                    seen.add(v)
+                    out.append(v)
+        return out
+
+    def deps(self, k: _Kernel) -> set[_Kernel]:
+        return {self.kernel_of[v] for v in self.inputs(k) if v in self.kernel_of} - {k}
+
+    # -- step 3: merging ------------------------------------------------------------------
+    def reachable(self, src: _Kernel, dst: _Kernel, deps: dict) -> bool:
+        """Is there a path src -> ... -> dst of kernel dependencies (length >= 2)?"""
+        # deps[k] = kernels k reads from; walk backwards from dst
+        stack = [d for d in deps[dst] if d is not src]
+        seen = set()
+        while stack:
+            k = stack.pop()
+            if k is src:
+                return True
+            if k in seen:
+                continue
+            seen.add(k)
+            stack.extend(deps[k])
+        return False
+
+    def merge(self, into: _Kernel, other: _Kernel) -> bool:
+        deps = {k: self.deps(k) for k in self.kernels}
+        if self.reachable(into, other, deps) or self.reachable(other, into, deps):
+            return False
+        if len(set(self.members(into)) | set(self.members(other))) > self.max_ops:
+            return False
+        for h in other.homes:
+            self.kernel_of[h] = into
+        into.homes += other.homes
+        into.first = min(into.first, other.first)
+        self.kernels.remove(other)
+        return True
+
+    def only_elementwise_between(self, k: _Kernel, v: Value) -> bool:
+        """Within k's members, is every op downstream of v elementwise (same index), up to
+        k's own reduction?"""
+        members = set(self.members(k)) - {k.anchor}
+        frontier, seen = [v], set()
+        while frontier:
+            x = frontier.pop()
+            for u, _ in self.uses.get(x, ()):
+                if u is None or u not in members or u in seen:
+                    continue
+                seen.add(u)
+                if not get_op(u.opname).elementwise:
+                    return False
+                frontier.extend(u.results)
+        return True
+
+    def fuse_epilogues(self) -> None:
+        for k in list(self.kernels):
+            if k not in self.kernels or k.kind not in ("matmul", "reduce"):
+                continue
+            r = k.anchor.results[0]
+            readers = {u for u, _ in self.uses.get(r, ()) if u is not None}
+            for kk in list(self.kernels):
+                if kk is k or kk.kind != "loop":
+                    continue
+                if all(h.shape == r.shape for h in kk.homes) and \
+                        any(op in readers for op in self.members(kk)) and \
+                        self.only_elementwise_between(kk, r):
+                    self.merge(k, kk)
+
+    def fuse_prologues(self) -> None:
+        for k in list(self.kernels):
+            if k not in self.kernels or k.kind != "reduce":
+                continue
+            x = k.anchor.operands[0]
+            for kk in list(self.kernels):
+                if kk is k or kk.kind != "loop" or kk not in self.kernels:
+                    continue
+                if any(h.shape != x.shape for h in kk.homes):
+                    continue
+                if any(h in self.inputs(k) for h in kk.homes) and all(
+                        self.only_elementwise_between(k, h) for h in kk.homes if h in self.inputs(k)):
+                    self.merge(k, kk)
+
+    def fuse_siblings(self) -> None:
+        loops = [k for k in self.kernels if k.kind == "loop"]
+        for i, a in enumerate(loops):
+            if a not in self.kernels:
+                continue
+            for b in loops[i + 1:]:
+                if b not in self.kernels or a.homes[0].shape != b.homes[0].shape:
+                    continue
+                if set(self.inputs(a)) & set(self.inputs(b)):
+                    self.merge(a, b)
+
+    # -- step 4: rebuild the function ---------------------------------------------------------
+    def rebuild(self) -> None:
+        order = self.schedule()
+        read_elsewhere: set[Value] = set()
+        for k in self.kernels:
+            read_elsewhere.update(self.inputs(k))
+        body = self.f.body
+        new_ops: list[Operation] = []
+        mapping: dict[Value, Value] = {}
+        for k in order:
+            members = self.members(k)
+            ins = self.inputs(k, members)
+            homes_out = [h for h in k.homes if h in self.outputs or h in read_elsewhere]
+            if len(members) == 1 and members[0].regions == [] and len(homes_out) == len(members[0].results):
+                op = members[0]
+                clone_ops_into([op], _Sink(new_ops, body), mapping)
+                continue
+            region = Block([v.type for v in ins])
+            inner = dict(zip(ins, region.args))
+            clone_ops_into(members, region, inner)
+            region.outputs = [inner[h] for h in homes_out]
+            kind = k.kind if k.kind != "opaque" else "loop"
+            fused = Operation("fused", [mapping.get(v, v) for v in ins], [h.type for h in homes_out],
+                              {"kind": kind}, [region], members[-1].loc)
+            fused.parent = body
+            new_ops.append(fused)
+            for h, r in zip(homes_out, fused.results):
+                mapping[h] = r
+        body.ops[:] = new_ops
+        body.outputs = [mapping.get(v, v) for v in body.outputs]
+
+    def schedule(self) -> list[_Kernel]:
+        deps = {k: self.deps(k) for k in self.kernels}
+        indeg = {k: len(d) for k, d in deps.items()}
+        users: dict[_Kernel, list[_Kernel]] = {k: [] for k in self.kernels}
+        for k, d in deps.items():
+            for p in d:
+                users[p].append(k)
+        import heapq
+        ready = [(k.first, k.id, k) for k in self.kernels if indeg[k] == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, _, k = heapq.heappop(ready)
+            order.append(k)
+            for u in users[k]:
+                indeg[u] -= 1
+                if indeg[u] == 0:
+                    heapq.heappush(ready, (u.first, u.id, u))
+        if len(order) != len(self.kernels):
+            raise AssertionError("fuse: kernel graph has a cycle")
+        return order
+
+
+class _Sink(Block):
+    """A block stand-in that appends cloned top-level ops to a list."""
+
+    def __init__(self, ops: list, parent: Block):
+        super().__init__()
+        self.ops = ops
+        self._parent_block = parent
+
+    def append(self, op):
+        op.parent = self._parent_block
+        self.ops.append(op)
+        return op
+
+
+def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> Function:
+    remove_dead_ops(f.body)
+    if not f.ops:
+        return f
+    fz = _Fuser(f, max_ops, max_recompute)
+    fz.decide_materialized()
+    fz.make_kernels()
+    fz.fuse_epilogues()
+    fz.fuse_prologues()
+    fz.fuse_siblings()
+    fz.rebuild()
+    return f
+
+
+@register_pass
+@dataclass(frozen=True)
+class FusePass(Pass):
+    """Fuse elementwise ops, reductions and matmul epilogues into kernels (see the module
+    docstring); `max-ops` bounds a region's size, `max-recompute` the cost of what is
+    recomputed rather than stored."""
+
+    name: ClassVar[str] = "fuse"
+    max_ops: int = 64
+    max_recompute: int = 4
+
+    def run(self, f: Function) -> Function:
+        return fuse_function(f, self.max_ops, self.max_recompute)
