@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import BackendUnavailable, IrgradError
+from .errors import IrgradError
 from .frontend.function import Function
 from .frontend.pytree import unflatten
 from .ir.core import Function as IrFunction, Module
@@ -47,7 +47,11 @@ def compile(f, backend: str = "numpy", pipeline: str = "O2", **options):  # noqa
     if backend not in BACKENDS:
         raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
     from .passes.manager import run_pipeline
-    optimized = run_pipeline(fn.ir, pipeline)
+    optimized = run_pipeline(fn.ir, pipeline) if backend == "numpy" else None
     if backend == "numpy":
         return CompiledFunction(fn, optimized, pipeline)
-    raise BackendUnavailable(f"backend '{backend}' is not available yet")
+    if backend == "cpu":
+        from .codegen.cpu.backend import CpuFunction
+        return CpuFunction(fn, fn.ir, pipeline, **options)
+    from .codegen.cuda.backend import CudaFunction
+    return CudaFunction(fn, fn.ir, pipeline, **options)

@@ -26,7 +26,7 @@ def _leaf_ranges(fn: Function) -> list[range]:
     return out
 
 
-def _select(fn: Function, argnums, what: str):
+def _select(fn: Function, argnums, what: str, allow_repeats: bool = True):
     """(flat parameter indices, tree of the selected arguments) for `argnums`."""
     ranges = _leaf_ranges(fn)
     single = isinstance(argnums, int)
@@ -38,7 +38,14 @@ def _select(fn: Function, argnums, what: str):
             raise IrgradError(f"{what}: argnums {argnums!r} out of range for {fn.name}, which "
                               f"takes {len(ranges)} argument(s)")
     nums = tuple(a % len(ranges) for a in nums)
+    if not allow_repeats and len(set(nums)) != len(nums):
+        # one tangent per listed argument: a repeated argument would silently drop one
+        raise IrgradError(f"{what}: argnums {argnums!r} names an argument twice")
     flat = [i for a in nums for i in ranges[a]]
+    if not flat:
+        # (the passes read an empty parameter list as "every float parameter")
+        raise IrgradError(f"{what}: argnums {argnums!r} selects arguments of {fn.name} that "
+                          f"hold no tensors (empty pytrees)")
     subtrees = [fn.in_tree.children[a] for a in nums]
     tree = subtrees[0] if single else TreeDef("tuple", (), tuple(subtrees))
     return flat, tree
@@ -78,7 +85,7 @@ def jvp(f, argnums=0) -> Function:
     """`Function(*args, tangent) -> (outputs, output tangents)`; the tangent is shaped like
     args[argnums]."""
     fn = as_function(f)
-    flat, tree = _select(fn, argnums, "jvp")
+    flat, tree = _select(fn, argnums, "jvp", allow_repeats=False)
     g = forward_ad(fn.ir, flat, name=f"jvp_{fn.name}")
     in_tree = TreeDef("tuple", (), fn.in_tree.children + (tree,))
     return Function(g, in_tree, _tuple_tree(fn.out_tree, fn.out_tree))
@@ -87,7 +94,7 @@ def jvp(f, argnums=0) -> Function:
 def hvp(f, argnums=0) -> Function:
     """`Function(*args, v) -> H v`, the Hessian of scalar f times v (forward-over-reverse)."""
     fn = as_function(f)
-    flat, tree = _select(fn, argnums, "hvp")
+    flat, tree = _select(fn, argnums, "hvp", allow_repeats=False)
     g = reverse_ad(fn.ir, flat, name=f"grad_{fn.name}")
     h = forward_ad(g, flat, name=f"hvp_{fn.name}")
     # forward_ad returns (gradients, their tangents): keep the tangents, H v

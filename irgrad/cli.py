@@ -146,8 +146,10 @@ def cmd_run(args) -> int:
             irf = next(iter(module))
         from .frontend.function import Function
         fn = Function(irf)
-    inputs = make_inputs(fn.ir, args.inputs, args.seed)
+    # compile first: a bad pipeline or backend should be the only message, not follow the
+    # note about random inputs
     compiled = ig_compile(fn.ir, backend=args.backend, pipeline=args.pipeline)
+    inputs = make_inputs(fn.ir, args.inputs, args.seed)
     outs = compiled(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     np.set_printoptions(precision=6, threshold=64, edgeitems=3, linewidth=100)

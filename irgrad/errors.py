@@ -74,7 +74,8 @@ class VerifyError(IrgradError):
         where = ""
         if line is not None:
             where = f"{filename}:{line}:{col}: " if col is not None else f"{filename}:{line}: "
-        what = f"'{op_name}' " if op_name else ""
+        # registry messages already start with the op's name: do not repeat it
+        what = f"'{op_name}' " if op_name and not message.startswith(f"'{op_name}'") else ""
         body = f"{where}error: {what}{message}" if what else f"{where}error: {message}"
         if excerpt:
             body += "\n" + excerpt

@@ -174,7 +174,8 @@ def _assert_close(ad, numeric, what, rtol, atol, fname):
     if not bad.any():
         return
     scaled = np.where(np.isnan(err), np.inf, err / np.maximum(tol, 1e-300))
-    worst = np.unravel_index(int(np.argmax(scaled)), ad.shape) if ad.shape else ()
+    # plain ints, so the message reads `element [2]` rather than `[np.int64(2)]`
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(scaled)), ad.shape))
     a, n = float(ad[worst]), float(numeric[worst])
     rel = abs(a - n) / max(abs(n), 1e-300)
     at = f" at element {list(worst)}" if ad.shape else ""

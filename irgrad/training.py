@@ -40,7 +40,11 @@ def training_step(loss, optimizer, name: str | None = None) -> Function:
         new_params, new_state = optimizer.update(params, grads, opt_state)
         return value, new_params, new_state
 
-    return trace(step, param_specs, state_specs, *batch_specs, name=name or f"step_{loss.name}")
+    fn = trace(step, param_specs, state_specs, *batch_specs, name=name or f"step_{loss.name}")
+    # the updated parameters and optimizer state may be written over the old ones
+    n_state = len(flatten(param_specs)[0]) + len(flatten(state_specs)[0])
+    fn.ir.attrs["donate"] = (-1,) + tuple(range(n_state))
+    return fn
 
 
 def _zeros_tree(spec_tree):
@@ -99,10 +103,10 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     if backend == "numpy":
         return NumpyStep(fn, own, state, pipeline)
     if backend == "cpu":
-        from .codegen.cpu.step import CpuStep
+        from .codegen.cpu.backend import CpuStep
         return CpuStep(fn, own, state, pipeline, **options)
     if backend == "cuda":
-        from .codegen.cuda.step import CudaStep
+        from .codegen.cuda.backend import CudaStep
         return CudaStep(fn, own, state, pipeline, **options)
     raise IrgradError(f"unknown backend '{backend}' (known: numpy, cpu, cuda)")
 

@@ -49,10 +49,33 @@ class Function:
 
     def flatten_args(self, args) -> list:
         leaves, tree = flatten(tuple(args))
+        n_want = len(self.in_tree.children)
+        if len(args) != n_want:
+            names = ", ".join(self._arg_names())
+            raise ArgumentError(f"{self.name}() takes {n_want} argument{'s' * (n_want != 1)} "
+                                f"({names}), got {len(args)}")
         if tree != self.in_tree:
+            for name, arg, want in zip(self._arg_names(), args, self.in_tree.children):
+                got = flatten(arg)[1]
+                if got != want:
+                    raise ArgumentError(f"{self.name}(): argument {name} has structure {got}, "
+                                        f"expected {want}")
             raise ArgumentError(f"{self.name}() arguments have structure {tree}, expected "
                                 f"{self.in_tree}")
         return leaves
+
+    def _arg_names(self) -> list[str]:
+        """One name per top-level argument: the common prefix of its leaves' IR names."""
+        names, i = [], 0
+        for sub in self.in_tree.children:
+            n = sub.num_leaves
+            leaf_names = [p.name or f"arg{i + k}" for k, p in enumerate(self.ir.params[i:i + n])]
+            if sub.kind == "leaf":
+                names.append(leaf_names[0])
+            else:  # a pytree: its leaves are named `arg.key...`
+                names.append(leaf_names[0].split(".")[0] if leaf_names else f"arg{len(names)}")
+            i += n
+        return names
 
     def __call__(self, *args):
         leaves = self.flatten_args(args)

@@ -194,6 +194,8 @@ def concatenate(xs, axis=0):
 
 def stack(xs, axis=0):
     xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise fail("stack needs at least one tensor")
     nd = xs[0].ndim + 1
     (ax,) = normalize_axes(axis, nd)
     return concatenate([_reshape(x, x.shape[:ax] + (1,) + x.shape[ax:]) for x in xs], ax)

@@ -23,6 +23,8 @@ class TensorSpec:
         """The spec of a numpy array or Python scalar (Python floats become f32, ints i32)."""
         if isinstance(x, TensorSpec):
             return x
+        if isinstance(x, np.generic):  # before the Python types: np.float64 is a float
+            return TensorSpec(DType.from_numpy(x.dtype), ())
         if isinstance(x, bool):
             return TensorSpec(DType.bool, ())
         if isinstance(x, int):

@@ -282,7 +282,8 @@ def transpose(x, *axes) -> "Tensor":
         axes = tuple(axes[0])
     if not axes:
         axes = tuple(reversed(range(x.ndim)))
-    if sorted(a % x.ndim if x.ndim else a for a in axes) != list(range(x.ndim)):
+    if any(not -x.ndim <= a < x.ndim for a in axes) or \
+            sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
         raise fail(f"transpose axes {list(axes)} are not a permutation of {x.ndim} axes")
     perm = tuple(a % x.ndim for a in axes)
     if perm == tuple(range(x.ndim)):
@@ -296,13 +297,14 @@ def matmul(a, b) -> "Tensor":
     if a.ndim == 0 or b.ndim == 0:
         raise fail(f"matmul needs at least 1-D operands, got {list(a.shape)} @ {list(b.shape)}")
     va, vb = a.ndim == 1, b.ndim == 1
+    given = f"{list(a.shape)} @ {list(b.shape)}"  # the user's shapes, before 1-D promotion
+    if a.shape[-1] != b.shape[-2 if not vb else 0]:
+        raise fail(f"matmul shapes do not fit: {given} "
+                   f"(inner sizes {a.shape[-1]} and {b.shape[-2 if not vb else 0]})")
     if va:
         a = reshape(a, (1, a.shape[0]))
     if vb:
         b = reshape(b, (b.shape[0], 1))
-    if a.shape[-1] != b.shape[-2]:
-        raise fail(f"matmul shapes do not fit: {list(a.shape)} @ {list(b.shape)} "
-                   f"(inner sizes {a.shape[-1]} and {b.shape[-2]})")
     m, n = a.shape[-2], b.shape[-1]
     if b.ndim == 2 and a.ndim > 2:
         # (..., m, k) @ (k, n): one large product over the flattened leading axes
@@ -310,14 +312,17 @@ def matmul(a, b) -> "Tensor":
         out = emit("matmul", reshape(a, (-1, a.shape[-1])).value, b.value)
         out = reshape(out, batch + (m, n))
     else:
-        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        try:
+            batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ShapeError:
+            raise fail(f"matmul batch dimensions do not broadcast: {given}") from None
         a = broadcast_to(a, batch + a.shape[-2:])
         b = broadcast_to(b, batch + b.shape[-2:])
         out = emit("matmul", a.value, b.value)
     if va:
         out = reshape(out, out.shape[:-2] + (n,))
-    if vb:
-        out = reshape(out, out.shape[:-1] if not va else out.shape)
+    if vb:  # (after the va reshape, 1-D @ 1-D is left with one axis of size 1: a scalar)
+        out = reshape(out, out.shape[:-1])
     return out
 
 

@@ -45,7 +45,7 @@ class Value:
 class Operation:
     """One op: `results = opname(operands) {attrs}`, optionally owning regions."""
 
-    __slots__ = ("opname", "operands", "attrs", "results", "regions", "loc", "span", "parent")
+    __slots__ = ("opname", "operands", "attrs", "results", "regions", "loc", "span", "parent", "mem")
 
     def __init__(self, opname: str, operands, result_types, attrs=None, regions=None,
                  loc: SourceLoc | None = None, span: TextSpan | None = None):
@@ -59,6 +59,9 @@ class Operation:
         self.loc = loc
         self.span = span  # where the op was in parsed IR text (for verifier messages)
         self.parent: Block | None = None
+        # the memory plan (plan-memory): per result an arena offset (int) or the parameter
+        # Value whose buffer it is written into; ("scratch", offset) entries follow
+        self.mem: list | None = None
 
     @property
     def result(self) -> Value:
@@ -77,7 +80,7 @@ class Operation:
 class Block:
     """A straight-line list of ops with arguments and output values."""
 
-    __slots__ = ("args", "ops", "outputs", "parent")
+    __slots__ = ("args", "ops", "outputs", "parent", "span")
 
     def __init__(self, arg_types=(), arg_names=None):
         names = list(arg_names) if arg_names is not None else [None] * len(arg_types)
@@ -85,6 +88,7 @@ class Block:
         self.ops: list[Operation] = []
         self.outputs: list[Value] = []
         self.parent: Operation | Function | None = None
+        self.span: TextSpan | None = None  # where its return/yield was in parsed IR text
 
     def append(self, op: Operation) -> Operation:
         op.parent = self
@@ -198,6 +202,8 @@ def clone_ops_into(ops, target: Block, mapping: dict) -> None:
         regions = [clone_block(r, mapping) for r in op.regions]
         new = Operation(op.opname, [mapping.get(v, v) for v in op.operands],
                         op.result_types, op.attrs, regions, op.loc, op.span)
+        if op.mem is not None:
+            new.mem = [mapping.get(p, p) if isinstance(p, Value) else p for p in op.mem]
         for old_r, new_r in zip(op.results, new.results):
             new_r.name = old_r.name
             mapping[old_r] = new_r

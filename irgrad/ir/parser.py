@@ -137,7 +137,7 @@ class Parser:
     def block_body(self, block: Block, scope: dict, terminator: str) -> None:
         while True:
             if self.at(terminator):
-                self.next()
+                block.span = self.next().span
                 block.outputs = self.value_list(scope)
                 return
             if self.tok.kind != "value":
@@ -221,7 +221,16 @@ class Parser:
         self.expect(":")
         line = self.expect_kind("int", "a line number")
         self.expect(")")
-        return SourceLoc(json.loads(f.text), int(line.text))
+        return SourceLoc(self.string(f), int(line.text))
+
+    def string(self, tok: Token) -> str:
+        """The text of a quoted string token (JSON escapes: \\n \\" \\uXXXX ...)."""
+        try:
+            return json.loads(tok.text)
+        except json.JSONDecodeError as e:
+            msg = e.msg.removesuffix(" starting at").removesuffix(" at")
+            at = TextSpan(tok.span.line, tok.span.col + e.pos, 1)
+            raise ParseError(f"bad string: {msg.lower()}", self.text, at, self.filename) from None
 
     # -- attributes ---------------------------------------------------------------------------
     def attr_dict(self) -> dict:
@@ -249,7 +258,7 @@ class Parser:
             return float(tok.text)
         if tok.kind == "string":
             self.next()
-            return json.loads(tok.text)
+            return self.string(tok)
         if tok.kind == "ident":
             self.next()
             if tok.text in ("true", "false"):
@@ -301,17 +310,25 @@ class Parser:
             raise self.error(e.message, bad) from None
 
     def dense_value(self, v, dtype: DType, tok: Token) -> np.ndarray:
+        if isinstance(v, (str, DType)):
+            raise self.error("a dense value must be a number, true/false, or a nested list "
+                             "of them", tok)
         try:
             arr = np.array(v)
-        except ValueError:
+            if arr.dtype == object:  # rectangular but with ints too big for int64
+                arr = np.array(v, dtype=np.float64)
+                if not dtype.is_float:
+                    raise self.error(f"a value does not fit in {dtype}", tok)
+        except (ValueError, TypeError, OverflowError):
             raise self.error("a dense value must be a rectangular nested list", tok) from None
-        if arr.dtype == object:
-            raise self.error("a dense value must be a rectangular nested list", tok)
+        if arr.dtype.kind not in "biuf":
+            raise self.error("a dense value must be a number, true/false, or a nested list "
+                             "of them", tok)
         if dtype is DType.bool:
             if arr.size and arr.dtype != np.bool_:
                 raise self.error("a bool constant needs true/false values", tok)
             return arr.astype(np.bool_)
-        if arr.dtype == np.bool_ and arr.size:
+        if arr.size and (arr.dtype == np.bool_ or _has_bool(v)):  # numpy turns true into 1
             raise self.error(f"a {dtype} constant needs numbers, not true/false", tok)
         if dtype.is_int:
             if arr.size and arr.dtype.kind == "f":
@@ -321,6 +338,17 @@ class Parser:
                 raise self.error(f"a value does not fit in {dtype}", tok)
         with np.errstate(over="ignore"):
             return arr.astype(dtype.np)
+
+
+def _has_bool(v) -> bool:
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, bool):
+            return True
+        if isinstance(x, list):
+            stack.extend(x)
+    return False
 
 
 class _RegionScope(dict):

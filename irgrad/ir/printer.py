@@ -59,15 +59,16 @@ def format_dense(arr: np.ndarray) -> str:
     dtype = DType.from_numpy(arr.dtype)
     if arr.ndim == 0:
         return format_scalar(arr.item(), dtype)
+    if arr.size == 0:
+        # Nested brackets cannot spell the shape of an empty array ([[]] reads back as
+        # [1,0]); an empty tensor is trivially a splat, so print one number.
+        return format_scalar(0, dtype)
     flat = [format_scalar(v, dtype) for v in arr.reshape(-1).tolist()]
     # Build nested brackets from the innermost axis outwards (no recursion on data).
     items = flat
     for d in reversed(arr.shape):
-        if d == 0:
-            items = ["[]"] * (len(items) if items else 1)
-            continue
         items = ["[" + ", ".join(items[i:i + d]) + "]" for i in range(0, len(items), d)]
-    return items[0] if items else "[]"
+    return items[0]
 
 
 def format_attr(v) -> str:
@@ -81,7 +82,7 @@ def format_attr(v) -> str:
         return v.value
     if isinstance(v, str):
         return json.dumps(v)
-    if isinstance(v, tuple):
+    if isinstance(v, (tuple, list)):  # lists: function attributes as the parser reads them
         return "[" + ", ".join(format_attr(x) for x in v) + "]"
     if isinstance(v, np.ndarray):
         return format_dense(v)

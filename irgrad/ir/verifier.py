@@ -20,8 +20,8 @@ from .registry import check_attrs, get_op, infer_types
 
 
 class _Fail(Exception):
-    def __init__(self, message, op=None):
-        self.message, self.op = message, op
+    def __init__(self, message, op=None, block=None):
+        self.message, self.op, self.block = message, op, block  # block: at its return
 
 
 def verify_function(f: Function, text: str | None = None, filename: str = "<ir>") -> None:
@@ -54,10 +54,11 @@ def _check_function(f: Function) -> None:
     _check_block(f.body, set(f.params), seen_ops, defined)
     if len(f.outputs) != len(f.result_types):
         raise _Fail(f"@{f.name} returns {len(f.outputs)} value(s) but its signature has "
-                    f"{len(f.result_types)}")
+                    f"{len(f.result_types)}", block=f.body)
     for i, (v, t) in enumerate(zip(f.outputs, f.result_types)):
         if v.type != t:
-            raise _Fail(f"@{f.name} returns {v.type} as result {i}, but its signature says {t}")
+            raise _Fail(f"@{f.name} returns {v.type} as result {i}, but its signature says {t}",
+                        block=f.body)
 
 
 def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> None:
@@ -86,7 +87,8 @@ def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> Non
         for v in blk.outputs:
             if v not in vis:
                 raise _Fail(f"a returned value ({v.type}) is not defined in its block",
-                            blk.parent if isinstance(blk.parent, Operation) else None)
+                            blk.parent if isinstance(blk.parent, Operation) else None,
+                            block=blk)
 
 
 def _check_op(op: Operation) -> None:
@@ -115,6 +117,8 @@ def _check_op(op: Operation) -> None:
 
 def _to_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyError:
     op = e.op
+    if op is None and e.block is f.body:
+        return _return_error(f, e, text, filename)
     if op is None:
         return VerifyError(e.message, None, None, None, filename)
     if text is not None and op.span is not None:
@@ -133,3 +137,17 @@ def _to_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyE
     excerpt = caret_excerpt(src, span, context=2) if line is not None else None
     return VerifyError(e.message, op.opname, line, excerpt, fname,
                        span.col if line is not None else None)
+
+
+def _return_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyError:
+    """An error about what the function returns, shown at its `return` line."""
+    if text is not None and f.body.span is not None:
+        span, src, fname = f.body.span, text, filename
+    else:
+        from .printer import print_function
+        src, fname = print_function(f), f"<@{f.name} as printed>"
+        lines = src.splitlines()
+        line = max(i for i, ln in enumerate(lines, 1) if ln.startswith("  return"))
+        span = TextSpan(line, lines[line - 1].find("return") + 1, len("return"))
+    return VerifyError(e.message, "return", span.line, caret_excerpt(src, span, context=2),
+                       fname, span.col)

@@ -1,0 +1,26 @@
+"""Shared pytest setup: hypothesis profiles and a few helpers used by several test files.
+
+Profiles (pick one with HYPOTHESIS_PROFILE=name; "default" when unset):
+- default: hypothesis' usual random search, no deadline (tracing and parsing small
+  programs takes milliseconds, and a loaded CI box should not turn that into flakes);
+- ci: derandomized (the same examples on every run, so a red CI build is reproducible),
+  no deadline, a moderate number of examples.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hypothesis import HealthCheck, settings
+
+# tests/ is not a package: make `import strategies` work from every test file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+settings.register_profile(
+    "default", deadline=None, max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, max_examples=60, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -1,0 +1,621 @@
+"""Every primitive of the op registry: shape/dtype inference, numpy reference, and the
+ShapeErrors that inference raises on bad operands and attributes.
+
+Each op is checked end to end: a one-op IR function is built with `ir.Builder`,
+verified, run on the reference interpreter, and compared with numpy computing the same
+thing directly. The op's `reference` is also called directly, to check that it returns
+exactly the inferred dtype and shape (the interpreter would silently cast a wrong dtype).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import irgrad as ig
+from irgrad import ir
+from irgrad.ir import Builder, Function, TensorType, run_function, verify_function
+from irgrad.ir.core import Block
+from irgrad.ir.registry import all_ops, get_op
+from irgrad.ir.types import DType
+
+F32, F64, I32, I64, BOOL = DType.f32, DType.f64, DType.i32, DType.i64, DType.bool
+FLOATS, INTS, NUMERIC, ALL = (F32, F64), (I32, I64), (F32, F64, I32, I64), tuple(DType)
+SHAPES = [(), (5,), (2, 3), (2, 1, 4), (0, 3)]
+
+COVERED: set[str] = set()
+
+
+def covers(*names):
+    """Record that the decorated test exercises these ops (see test_every_op_is_tested)."""
+    for n in names:
+        get_op(n)  # a typo here should fail loudly, not silently cover nothing
+    COVERED.update(names)
+    return lambda fn: fn
+
+
+def arr(shape, dtype: DType, rng=None, low=-3.0, high=3.0):
+    rng = rng or np.random.default_rng(0)
+    if dtype is BOOL:
+        return rng.random(shape) < 0.5
+    if dtype.is_int:
+        return rng.integers(int(low), int(high) + 1, shape).astype(dtype.np)
+    return rng.uniform(low, high, shape).astype(dtype.np)
+
+
+def tt(dtype, shape):
+    return TensorType(dtype, tuple(shape))
+
+
+def run_op(opname, inputs, result_type=None, **attrs):
+    """Build `%r = opname(inputs...) {attrs}`, verify, run; return the single result."""
+    inputs = [np.asarray(x) for x in inputs]
+    f = Function("t", [tt(DType.from_numpy(x.dtype), x.shape) for x in inputs])
+    b = Builder(f.body)
+    r = b.emit_op(opname, f.params, attrs,
+                  [result_type] if result_type is not None else None).result
+    f.set_outputs([r])
+    verify_function(f)
+    # The reference itself must produce the inferred type exactly.
+    op = f.ops[0]
+    with np.errstate(all="ignore"):
+        ref = np.asarray(get_op(opname).reference([x.copy() for x in inputs], op)[0])
+    assert ref.dtype == r.dtype.np, f"{opname} reference gave {ref.dtype}, inferred {r.type}"
+    assert ref.shape == r.shape, f"{opname} reference gave {ref.shape}, inferred {r.type}"
+    (out,) = run_function(f, inputs)
+    assert out.dtype == r.dtype.np and out.shape == r.shape
+    return out
+
+
+def infer_error(opname, operand_types, result_type=None, **attrs) -> str:
+    """The ShapeError message for emitting this op (fails the test if none is raised)."""
+    f = Function("t", list(operand_types))
+    b = Builder(f.body)
+    with pytest.raises(ig.ShapeError) as info:
+        b.emit_op(opname, f.params, attrs, [result_type] if result_type is not None else None)
+    msg = str(info.value)
+    assert opname in msg, f"message does not name the op: {msg}"
+    return msg
+
+
+def same(got, want, dtype=None):
+    want = np.asarray(want)
+    if dtype is not None:
+        want = want.astype(dtype.np)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if got.dtype.kind == "f":
+        tol = 1e-6 if got.dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, equal_nan=True)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+# --- unary -----------------------------------------------------------------------------------
+
+UNARY_NP = {"neg": np.negative, "exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos,
+            "tanh": np.tanh, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign}
+
+
+@covers(*UNARY_NP)
+@pytest.mark.parametrize("op,dtype", [(op, d) for op in sorted(UNARY_NP) for d in NUMERIC
+                                      if d.is_float or op in ("neg", "abs", "sign")])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_unary(op, dtype, shape):
+    # negative inputs included on purpose: log/sqrt give nan, as numpy does
+    x = arr(shape, dtype)
+    with np.errstate(all="ignore"):
+        same(run_op(op, [x]), UNARY_NP[op](x))
+
+
+@covers("stop_gradient")
+@pytest.mark.parametrize("dtype", ALL)
+def test_stop_gradient_is_identity(dtype):
+    x = arr((2, 3), dtype)
+    same(run_op("stop_gradient", [x]), x)
+
+
+def test_unary_takes_one_operand():
+    msg = infer_error("exp", [tt(F32, (2,)), tt(F32, (2,))])
+    assert "1 operand" in msg and "got 2" in msg
+
+
+# --- binary ------------------------------------------------------------------------------------
+
+BINARY_NP = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+             "pow": np.power, "max": np.maximum, "min": np.minimum}
+
+
+@covers(*BINARY_NP)
+@pytest.mark.parametrize("op,dtype", [(op, d) for op in sorted(BINARY_NP) for d in NUMERIC
+                                      if d.is_float or op not in ("div", "pow")])
+@pytest.mark.parametrize("shape", [(), (4,), (2, 3, 2), (0,)])
+def test_binary(op, dtype, shape):
+    rng = np.random.default_rng(1)
+    a, b = arr(shape, dtype, rng), arr(shape, dtype, rng)
+    if op == "pow":
+        a = np.abs(a) + dtype.np.type(0.5)  # keep the power real
+    with np.errstate(all="ignore"):
+        same(run_op(op, [a, b]), BINARY_NP[op](a, b))
+
+
+def test_div_follows_ieee():
+    a = np.array([1.0, -1.0, 0.0], np.float32)
+    b = np.zeros(3, np.float32)
+    out = run_op("div", [a, b])
+    assert out[0] == np.inf and out[1] == -np.inf and np.isnan(out[2])
+
+
+@pytest.mark.parametrize("op", sorted(BINARY_NP))
+def test_binary_rejects_mismatched_operands(op):
+    # elementwise ops take equal types: the frontend inserts broadcasts and casts
+    msg = infer_error(op, [tt(F32, (2, 3)), tt(F32, (3,))])
+    assert "f32[2,3]" in msg and "f32[3]" in msg
+    msg = infer_error(op, [tt(F32, (3,)), tt(F64, (3,))])
+    assert "f32[3]" in msg and "f64[3]" in msg
+
+
+# --- comparisons and select ------------------------------------------------------------------------
+
+COMPARE_NP = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+              "gt": np.greater, "ge": np.greater_equal}
+
+
+@covers(*COMPARE_NP)
+@pytest.mark.parametrize("op", sorted(COMPARE_NP))
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_compare(op, dtype):
+    rng = np.random.default_rng(2)
+    a = arr((3, 4), dtype, rng, -2, 2)
+    b = a.copy()
+    b[0] = arr((4,), dtype, rng, -2, 2)  # some equal, some not: all orderings show up
+    same(run_op(op, [a, b]), COMPARE_NP[op](a, b))
+
+
+@pytest.mark.parametrize("op", ["eq", "ne"])
+def test_eq_ne_accept_bool(op):
+    a, b = np.array([True, True, False]), np.array([True, False, False])
+    same(run_op(op, [a, b]), COMPARE_NP[op](a, b))
+
+
+@covers("select")
+@pytest.mark.parametrize("dtype", ALL)
+def test_select(dtype):
+    rng = np.random.default_rng(3)
+    c, a, b = arr((4, 5), BOOL, rng), arr((4, 5), dtype, rng), arr((4, 5), dtype, rng)
+    same(run_op("select", [c, a, b]), np.where(c, a, b))
+
+
+def test_select_errors():
+    assert "bool" in infer_error("select", [tt(F32, (3,))] * 3)
+    msg = infer_error("select", [tt(BOOL, (3,)), tt(F32, (3,)), tt(F64, (3,))])
+    assert "f32[3]" in msg and "f64[3]" in msg
+    assert "bool[2]" in infer_error("select", [tt(BOOL, (2,)), tt(F32, (3,)), tt(F32, (3,))])
+    assert "3 operands" in infer_error("select", [tt(BOOL, (3,)), tt(F32, (3,))])
+
+
+# Operand dtypes an op does not take: (op, operand dtype, number of operands, words).
+DTYPE_ERRORS = (
+    [(op, d, 1, "floating-point") for op in ("exp", "log", "sin", "cos", "tanh", "sqrt")
+     for d in (I32, I64, BOOL)]
+    + [(op, BOOL, 1, "numeric") for op in ("neg", "abs", "sign")]
+    + [(op, d, 2, "floating-point") for op in ("div", "pow") for d in (I32, I64, BOOL)]
+    + [(op, BOOL, 2, "numeric") for op in ("add", "sub", "mul", "max", "min", "lt", "le", "gt", "ge")]
+)
+
+
+@pytest.mark.parametrize("op,dtype,n,words", DTYPE_ERRORS)
+def test_operand_dtype_errors(op, dtype, n, words):
+    msg = infer_error(op, [tt(dtype, (3,))] * n)
+    assert words in msg and f"{dtype}[3]" in msg
+
+
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+def test_reduce_rejects_bool(op):
+    assert "bool[3]" in infer_error(op, [tt(BOOL, (3,))], axes=(0,))
+    if op == "reduce_max":
+        assert "empty axis" in infer_error("reduce_max", [tt(F32, (0, 3))], axes=(0,))
+
+
+# --- cast --------------------------------------------------------------------------------------
+
+@covers("cast")
+@pytest.mark.parametrize("src,dst", list(itertools.product(ALL, ALL)))
+def test_cast(src, dst):
+    # values in [-50, 50] fit every type, so the conversion is well defined everywhere
+    x = arr((3, 4), src, np.random.default_rng(4), -50, 50)
+    out = run_op("cast", [x], dtype=dst)
+    same(out, x.astype(dst.np))
+
+
+def test_cast_attribute_errors():
+    msg = infer_error("cast", [tt(F32, (2,))], dtype="f16")
+    assert "dtype" in msg and "f16" in msg
+    assert "needs attribute 'dtype'" in infer_error("cast", [tt(F32, (2,))])
+
+
+# --- const and iota ------------------------------------------------------------------------------
+
+@covers("const")
+@pytest.mark.parametrize("dtype", ALL)
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3), (0, 2)])
+def test_const_splat_and_dense(dtype, shape):
+    splat = run_op("const", [], result_type=tt(dtype, shape), value=np.array(1, dtype.np))
+    same(splat, np.ones(shape, dtype.np))
+    dense = arr(shape, dtype, np.random.default_rng(5))
+    same(run_op("const", [], result_type=tt(dtype, shape), value=dense), dense)
+
+
+def test_const_errors():
+    msg = infer_error("const", [], tt(F32, (2,)), value=np.zeros(2, np.float64))
+    assert "float64" in msg and "f32[2]" in msg
+    msg = infer_error("const", [], tt(F32, (2, 3)), value=np.zeros(3, np.float32))
+    assert "[3]" in msg and "f32[2,3]" in msg
+    assert "result type" in infer_error("const", [], value=np.zeros((), np.float32))
+    assert "needs attribute 'value'" in infer_error("const", [], tt(F32, (2,)))
+
+
+@covers("iota")
+@pytest.mark.parametrize("dtype", NUMERIC)
+@pytest.mark.parametrize("shape,axis", [((5,), 0), ((2, 3), 0), ((2, 3), 1), ((2, 3, 4), 2)])
+def test_iota(dtype, shape, axis):
+    want = np.indices(shape, dtype=np.int64)[axis].astype(dtype.np)
+    same(run_op("iota", [], result_type=tt(dtype, shape), axis=axis), want)
+
+
+def test_iota_errors():
+    assert "numeric" in infer_error("iota", [], tt(BOOL, (3,)), axis=0)
+    msg = infer_error("iota", [], tt(I32, (3,)), axis=1)
+    assert "axis 1" in msg and "i32[3]" in msg
+    infer_error("iota", [], tt(I32, (3,)), axis=-1)
+    infer_error("iota", [], tt(I32, ()), axis=0)
+
+
+# --- broadcast, reshape, transpose -----------------------------------------------------------------
+
+@covers("broadcast")
+@pytest.mark.parametrize("shape,out,dims", [
+    ((), (2, 3), ()),
+    ((3,), (2, 3), (1,)),
+    ((2,), (2, 3), (0,)),
+    ((1,), (4,), (0,)),            # a size-1 axis stretches
+    ((2, 1), (5, 2, 3), (1, 2)),
+    ((2, 3), (2, 3), (0, 1)),      # the identity
+    ((3, 1), (3, 4, 2), (0, 2)),
+])
+@pytest.mark.parametrize("dtype", [F32, I64, BOOL])
+def test_broadcast(shape, out, dims, dtype):
+    x = arr(shape, dtype, np.random.default_rng(6))
+    # numpy oracle: put operand axis i at result axis dims[i], size 1 elsewhere
+    view = [1] * len(out)
+    for i, d in enumerate(dims):
+        view[d] = shape[i]
+    want = np.broadcast_to(x.reshape(view), out)
+    same(run_op("broadcast", [x], result_type=tt(dtype, out), dims=dims), want)
+
+
+@pytest.mark.parametrize("shape,out,dims,words", [
+    ((3,), (2, 3), (), "one entry in dims per operand axis"),
+    ((3,), (2, 3), (0, 1), "one entry in dims per operand axis"),
+    ((2, 3), (2, 3, 4), (1, 0), "must increase"),
+    ((2, 2), (2, 2), (0, 0), "must increase"),
+    ((3,), (3,), (1,), "must increase and lie in"),
+    ((3,), (3,), (-1,), "must increase and lie in"),
+    ((3,), (2, 4), (1,), "cannot stretch axis 0"),
+])
+def test_broadcast_errors(shape, out, dims, words):
+    assert words in infer_error("broadcast", [tt(F32, shape)], tt(F32, out), dims=dims)
+
+
+def test_broadcast_cannot_change_dtype():
+    msg = infer_error("broadcast", [tt(F32, (3,))], tt(F64, (2, 3)), dims=(1,))
+    assert "f32[3]" in msg and "f64[2,3]" in msg
+
+
+@covers("reshape")
+@pytest.mark.parametrize("shape,out", [((6,), (2, 3)), ((2, 3), (3, 2)), ((2, 3, 4), (4, 6)),
+                                       ((1,), ()), ((), (1, 1)), ((0, 3), (3, 0))])
+@pytest.mark.parametrize("dtype", [F64, I32, BOOL])
+def test_reshape(shape, out, dtype):
+    x = arr(shape, dtype, np.random.default_rng(7))
+    same(run_op("reshape", [x], result_type=tt(dtype, out)), x.reshape(out))
+
+
+def test_reshape_errors():
+    msg = infer_error("reshape", [tt(F32, (2, 3))], tt(F32, (4,)))
+    assert "f32[2,3]" in msg and "f32[4]" in msg
+    infer_error("reshape", [tt(F32, (2, 3))], tt(I32, (6,)))
+
+
+@covers("transpose")
+@pytest.mark.parametrize("shape,perm", [((2, 3), (1, 0)), ((2, 3), (0, 1)),
+                                        ((2, 3, 4), (2, 0, 1)), ((2, 3, 4, 5), (3, 1, 0, 2)),
+                                        ((), ())])
+@pytest.mark.parametrize("dtype", [F32, I64])
+def test_transpose(shape, perm, dtype):
+    x = arr(shape, dtype, np.random.default_rng(8))
+    same(run_op("transpose", [x], perm=perm), np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("perm", [(0,), (0, 0), (0, 2), (1, 0, 2), (-1, 0)])
+def test_transpose_bad_perm(perm):
+    msg = infer_error("transpose", [tt(F32, (2, 3))], perm=perm)
+    assert "not a permutation" in msg and "f32[2,3]" in msg
+
+
+def test_transpose_perm_must_be_ints():
+    msg = infer_error("transpose", [tt(F32, (2, 3))], perm=(1.0, 0.0))
+    assert "'perm'" in msg and "list of integers" in msg
+
+
+# --- slice, pad, concat ------------------------------------------------------------------------
+
+@covers("slice")
+@pytest.mark.parametrize("shape,start,limit", [
+    ((5,), (1,), (4,)), ((5,), (0,), (5,)), ((5,), (2,), (2,)),
+    ((4, 6), (1, 2), (3, 5)), ((2, 3, 4), (0, 1, 0), (2, 3, 1)), ((), (), ())])
+@pytest.mark.parametrize("dtype", [F32, I32, BOOL])
+def test_slice(shape, start, limit, dtype):
+    x = arr(shape, dtype, np.random.default_rng(9))
+    want = x[tuple(slice(s, l) for s, l in zip(start, limit))]
+    same(run_op("slice", [x], start=start, limit=limit), want)
+
+
+@pytest.mark.parametrize("start,limit,words", [
+    ((0,), (2,), "one entry per axis"),
+    ((0, 0), (2, 3, 1), "one entry per axis"),
+    ((1, 0), (0, 3), "do not fit"),       # start > limit
+    ((0, 0), (2, 4), "do not fit"),       # limit past the end
+    ((-1, 0), (2, 3), "do not fit"),      # negative start
+])
+def test_slice_bad_bounds(start, limit, words):
+    msg = infer_error("slice", [tt(F32, (2, 3))], start=start, limit=limit)
+    assert words in msg and "f32[2,3]" in msg
+
+
+@covers("pad")
+@pytest.mark.parametrize("shape,low,high", [((3,), (1,), (2,)), ((2, 3), (0, 1), (1, 0)),
+                                            ((2, 3), (0, 0), (0, 0)), ((0, 2), (1, 0), (1, 1))])
+@pytest.mark.parametrize("dtype", [F64, I64, BOOL])
+def test_pad(shape, low, high, dtype):
+    x = arr(shape, dtype, np.random.default_rng(10))
+    same(run_op("pad", [x], low=low, high=high), np.pad(x, list(zip(low, high))))
+
+
+@pytest.mark.parametrize("low,high", [((1,), (1, 1)), ((-1, 0), (0, 0)), ((0, 0), (0, -2))])
+def test_pad_errors(low, high):
+    assert "non-negative" in infer_error("pad", [tt(F32, (2, 3))], low=low, high=high)
+
+
+@covers("concat")
+@pytest.mark.parametrize("shapes,axis", [([(2,)], 0), ([(2,), (3,)], 0),
+                                         ([(2, 3), (1, 3), (4, 3)], 0),
+                                         ([(2, 3), (2, 1)], 1), ([(2, 0), (2, 2)], 1)])
+@pytest.mark.parametrize("dtype", [F32, I32, BOOL])
+def test_concat(shapes, axis, dtype):
+    rng = np.random.default_rng(11)
+    xs = [arr(s, dtype, rng) for s in shapes]
+    same(run_op("concat", xs, axis=axis), np.concatenate(xs, axis=axis))
+
+
+def test_concat_errors():
+    assert "out of range" in infer_error("concat", [tt(F32, (2,))] * 2, axis=1)
+    infer_error("concat", [tt(F32, (2,))] * 2, axis=-1)
+    msg = infer_error("concat", [tt(F32, (2, 3)), tt(F32, (2, 4))], axis=0)
+    assert "f32[2,3]" in msg and "f32[2,4]" in msg
+    infer_error("concat", [tt(F32, (2,)), tt(F64, (2,))], axis=0)
+    infer_error("concat", [tt(F32, (2,)), tt(F32, (2, 1))], axis=0)
+    assert "at least one operand" in infer_error("concat", [], axis=0)
+
+
+# --- reductions --------------------------------------------------------------------------------
+
+AXES_OF_3 = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2), ()]
+
+
+@covers("reduce_sum")
+@pytest.mark.parametrize("axes", AXES_OF_3)
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_reduce_sum(axes, dtype):
+    x = arr((2, 3, 4), dtype, np.random.default_rng(12))
+    # the result keeps the operand's dtype (numpy would widen ints to int64)
+    same(run_op("reduce_sum", [x], axes=axes), np.sum(x, axis=axes, dtype=dtype.np))
+
+
+@covers("reduce_max")
+@pytest.mark.parametrize("axes", AXES_OF_3)
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_reduce_max(axes, dtype):
+    x = arr((2, 3, 4), dtype, np.random.default_rng(13))
+    same(run_op("reduce_max", [x], axes=axes), np.max(x, axis=axes))
+
+
+def test_reduce_sum_of_empty_axis_is_zero():
+    same(run_op("reduce_sum", [np.zeros((0, 3), np.float32)], axes=(0,)), np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+@pytest.mark.parametrize("axes", [(3,), (-1,), (1, 0), (1, 1)])
+def test_reduce_bad_axes(op, axes):
+    msg = infer_error(op, [tt(F32, (2, 3, 4))], axes=axes)
+    assert "must increase and lie in the axes of f32[2,3,4]" in msg
+
+
+# --- matmul --------------------------------------------------------------------------------------
+
+@covers("matmul")
+@pytest.mark.parametrize("sa,sb", [((2, 3), (3, 4)), ((1, 1), (1, 1)), ((5, 0), (0, 2)),
+                                   ((4, 2, 3), (4, 3, 5)), ((2, 3, 1, 4), (2, 3, 4, 2))])
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_matmul(sa, sb, dtype):
+    rng = np.random.default_rng(14)
+    a, b = arr(sa, dtype, rng), arr(sb, dtype, rng)
+    same(run_op("matmul", [a, b]), np.matmul(a, b))
+
+
+@pytest.mark.parametrize("ta,tb,words", [
+    (tt(F32, (2, 3)), tt(F32, (4, 5)), "shapes do not fit"),
+    (tt(F32, (2, 2, 3)), tt(F32, (3, 3, 4)), "equal batch dims"),
+    (tt(F32, (3,)), tt(F32, (3, 2)), "2-D operands"),
+    (tt(F32, (2, 2, 3)), tt(F32, (3, 4)), "equal rank"),
+    (tt(F32, (2, 3)), tt(F64, (3, 4)), "one dtype"),
+    (tt(BOOL, (2, 3)), tt(BOOL, (3, 4)), "numeric"),
+])
+def test_matmul_errors(ta, tb, words):
+    msg = infer_error("matmul", [ta, tb])
+    assert words in msg and str(ta) in msg and str(tb) in msg
+
+
+# --- gather and scatter_add ------------------------------------------------------------------------
+
+@covers("gather")
+@pytest.mark.parametrize("shape,axis", [((5,), 0), ((5, 3), 0), ((4, 5), 1), ((2, 3, 4), 2)])
+@pytest.mark.parametrize("idx_shape", [(), (3,), (2, 3)])
+@pytest.mark.parametrize("idx_dtype", INTS)
+def test_gather(shape, axis, idx_shape, idx_dtype):
+    rng = np.random.default_rng(15)
+    a = arr(shape, F32, rng)
+    n = shape[axis]
+    idx = rng.integers(-n, n, idx_shape).astype(idx_dtype.np)  # negatives count from the end
+    same(run_op("gather", [a, idx], axis=axis), np.take(a, idx, axis=axis))
+
+
+def test_gather_errors():
+    msg = infer_error("gather", [tt(F32, (4, 3)), tt(F32, (2,))], axis=0)
+    assert "indices must be integers" in msg and "f32[2]" in msg
+    assert "out of range" in infer_error("gather", [tt(F32, (4, 3)), tt(I32, (2,))], axis=2)
+
+
+def test_gather_index_out_of_range_is_an_irgrad_error():
+    # a runtime error, but still one of ours (not a bare IndexError from numpy)
+    with pytest.raises(ig.IrgradError, match="index 4 is out of range"):
+        run_op("gather", [np.zeros((4, 2), np.float32), np.array([0, 4], np.int32)], axis=0)
+
+
+@covers("scatter_add")
+@pytest.mark.parametrize("shape,axis,idx", [((5,), 0, [0, 2, 2, 4]), ((4, 3), 0, [[1, 1], [3, 0]]),
+                                            ((3, 4), 1, [3, 3, 3]), ((2, 3, 4), 1, [-1, 0])])
+@pytest.mark.parametrize("dtype", [F32, F64, I32])
+def test_scatter_add_accumulates_repeats(shape, axis, idx, dtype):
+    rng = np.random.default_rng(16)
+    a, idx = arr(shape, dtype, rng), np.array(idx, np.int64)
+    upd_shape = shape[:axis] + idx.shape + shape[axis + 1:]
+    upd = arr(upd_shape, dtype, rng)
+    want = a.copy()
+    # the oracle: add update[..., j..., :] into a[..., idx[j...], :] one element at a time
+    for pos in np.ndindex(*upd_shape):
+        k = len(idx.shape)
+        target = pos[:axis] + (idx[pos[axis:axis + k]],) + pos[axis + k:]
+        want[target] += upd[pos]
+    same(run_op("scatter_add", [a, idx, upd], axis=axis), want)
+
+
+def test_scatter_add_errors():
+    msg = infer_error("scatter_add", [tt(F32, (4,)), tt(F32, (2,)), tt(F32, (2,))], axis=0)
+    assert "integers" in msg
+    msg = infer_error("scatter_add", [tt(F32, (4, 3)), tt(I32, (2,)), tt(F32, (3, 3))], axis=0)
+    assert "f32[2,3]" in msg
+    infer_error("scatter_add", [tt(F32, (4,)), tt(I32, (2,)), tt(F64, (2,))], axis=0)
+    infer_error("scatter_add", [tt(F32, (4,)), tt(I32, (2,)), tt(F32, (2,))], axis=1)
+
+
+# --- fused (an op with a region) -------------------------------------------------------------------
+
+def fused_function(with_kind=True):
+    """f(x, b) = tanh(x + broadcast(b)) * 2 as one fused op; also returns the region block."""
+    f = Function("f", [tt(F32, (2, 3)), tt(F32, (3,))], ["x", "b"])
+    region = Block([tt(F32, (2, 3)), tt(F32, (3,))])
+    rb = Builder(region)
+    y = rb.tanh(rb.add(region.args[0], rb.broadcast(region.args[1], (2, 3), (1,))))
+    region.outputs = [rb.scale(y, 2.0), y]
+    attrs = {"kind": "elementwise"} if with_kind else {}
+    op = Builder(f.body).emit_op("fused", f.params, attrs, regions=[region])
+    f.set_outputs(op.results)
+    return f
+
+
+@covers("fused")
+def test_fused_runs_its_region():
+    f = fused_function()
+    verify_function(f)
+    rng = np.random.default_rng(17)
+    x, b = arr((2, 3), F32, rng), arr((3,), F32, rng)
+    y2, y = run_function(f, [x, b])
+    same(y, np.tanh(x + b))
+    same(y2, 2 * np.tanh(x + b))
+
+
+def test_fused_errors():
+    f = Function("f", [tt(F32, (3,))])
+    b = Builder(f.body)
+    region = Block([tt(F64, (3,))])
+    region.outputs = [region.args[0]]
+    with pytest.raises(ig.ShapeError, match="region arguments"):
+        b.emit_op("fused", f.params, {}, regions=[region])
+    good = Block([tt(F32, (3,))])
+    good.outputs = [good.args[0]]
+    with pytest.raises(ig.ShapeError, match="must match the values its region yields"):
+        b.emit_op("fused", f.params, {}, [tt(F32, (4,))], regions=[good])
+    empty = Block([tt(F32, (3,))])
+    with pytest.raises(ig.ShapeError, match="at least one value"):
+        b.emit_op("fused", f.params, {}, regions=[empty])
+    with pytest.raises(ig.ShapeError, match="'kind'"):
+        b.emit_op("fused", f.params, {"kind": 3}, regions=[good])
+
+
+# --- attributes in general ---------------------------------------------------------------------------
+
+def test_unknown_attribute():
+    msg = infer_error("add", [tt(F32, (2,))] * 2, axis=0)
+    assert "no attribute 'axis'" in msg and "known: none" in msg
+    msg = infer_error("transpose", [tt(F32, (2, 3))], perm=(1, 0), axes=(0,))
+    assert "no attribute 'axes'" in msg and "perm" in msg
+
+
+@pytest.mark.parametrize("opname,attrs", [("reduce_sum", {"axes": 1}), ("gather", {"axis": 1.5}),
+                                          ("gather", {"axis": True}), ("slice", {"start": "0", "limit": (1,)}),
+                                          ("reduce_max", {"axes": (0, False)})])
+def test_attribute_of_the_wrong_kind(opname, attrs):
+    types = [tt(F32, (4,)), tt(I32, (2,))] if opname == "gather" else [tt(F32, (4,))]
+    msg = infer_error(opname, types, **attrs)
+    assert "must be" in msg
+
+
+@given(hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=4), st.data())
+def test_random_broadcasts_match_numpy(shape, data):
+    """numpy-style broadcasting, spelled with explicit dims, agrees with np.broadcast_to."""
+    # a target shape for which `shape` is a numpy-broadcastable suffix
+    extra = data.draw(st.lists(st.integers(1, 3), max_size=2))
+    target = tuple(extra) + tuple(d if d != 1 else data.draw(st.integers(1, 3)) for d in shape)
+    x = arr(shape, F32, np.random.default_rng(len(target)))
+    dims = tuple(range(len(extra), len(target)))
+    same(run_op("broadcast", [x], result_type=tt(F32, target), dims=dims),
+         np.broadcast_to(x, target))
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=4),
+                  elements=st.floats(-1e6, 1e6)), st.data())
+def test_random_reductions_match_numpy(x, data):
+    axes = tuple(sorted(data.draw(st.sets(st.integers(0, x.ndim - 1)) if x.ndim else st.just(set()))))
+    same(run_op("reduce_sum", [x], axes=axes), np.sum(x, axis=axes))
+    same(run_op("reduce_max", [x], axes=axes), np.max(x, axis=axes))
+
+
+def test_every_op_is_tested():
+    """A new primitive must come with tests: add a `@covers("name")` test above."""
+    missing = sorted(set(all_ops()) - COVERED)
+    assert not missing, f"ops without tests in test_ops.py: {missing}"
+
+
+def test_registry_entries_are_consistent():
+    for name, od in all_ops().items():
+        assert od.name == name
+        assert callable(od.infer) and callable(od.reference)
+        # an op with a derivative needs both rules (reverse and forward), or neither
+        assert (od.vjp is None) == (od.jvp is None), name
+        if not od.differentiable:
+            continue
+        assert od.vjp is not None or od.has_region, f"differentiable op {name} has no VJP"
