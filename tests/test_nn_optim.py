@@ -391,9 +391,9 @@ OPTIMIZERS = {
     "adam": (lambda: optim.Adam(0.05), lambda: NpAdam(0.05)),
     "adam_betas_eps": (lambda: optim.Adam(0.05, betas=(0.8, 0.95), eps=1e-3),
                        lambda: NpAdam(0.05, (0.8, 0.95), 1e-3)),
-    "adam_decoupled_wd": (lambda: optim.Adam(0.05, weight_decay=0.2),
+    "adam_decoupled_wd": (lambda: optim.Adam(0.05, weight_decay=0.2, decoupled_weight_decay=True),
                           lambda: NpAdam(0.05, weight_decay=0.2, decoupled=True)),
-    "adam_l2_wd": (lambda: optim.Adam(0.05, weight_decay=0.2, decoupled_weight_decay=False),
+    "adam_l2_wd": (lambda: optim.Adam(0.05, weight_decay=0.2),  # L2 by default, as PyTorch's Adam
                    lambda: NpAdam(0.05, weight_decay=0.2, decoupled=False)),
     "adamw_default": (lambda: optim.AdamW(0.05), lambda: NpAdam(0.05, weight_decay=0.01)),
     "adamw": (lambda: optim.AdamW(0.05, betas=(0.85, 0.99), weight_decay=0.3),
@@ -485,8 +485,8 @@ def test_optimizers_against_pytorch():
          lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.99), weight_decay=0.2)),
         (lambda: optim.AdamW(0.05, weight_decay=0.2),
          lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.2)),
-        (lambda: optim.Adam(0.05, weight_decay=0.2),  # decoupled by default, as documented
-         lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.2)),
+        (lambda: optim.Adam(0.05, weight_decay=0.2),  # L2 by default, as torch.optim.Adam
+         lambda ps: torch.optim.Adam(ps, lr=0.05, weight_decay=0.2)),
     ]
     for make, make_torch in cases:
         params = opt_params()

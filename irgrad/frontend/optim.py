@@ -5,11 +5,11 @@ An optimizer has `init(params) -> state` (numpy arrays, a pytree) and, inside a 
 
 - `SGD(lr, momentum=0, weight_decay=0)`:  g = grad + wd p;  buf = momentum buf + g;
   p = p - lr buf  (buf starts at zero, which equals PyTorch's first-step buf = g);
-- `Adam(lr, betas, eps, weight_decay, decoupled_weight_decay=True)`: bias-corrected Adam,
+- `Adam(lr, betas, eps, weight_decay, decoupled_weight_decay=False)`: bias-corrected Adam,
   t = t + 1;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
   p = p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
-  Weight decay is decoupled (AdamW: p = p - lr wd p before the step) by default; with
-  `decoupled_weight_decay=False` it is PyTorch Adam's L2 form (g = grad + wd p).
+  Weight decay is PyTorch Adam's L2 form by default (g = grad + wd p); with
+  `decoupled_weight_decay=True` it is decoupled (AdamW: p = p - lr wd p before the step).
   `AdamW` is Adam with decoupled decay and PyTorch's default weight_decay of 0.01.
 """
 
@@ -62,7 +62,7 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = True):
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
         self.lr, self.eps = float(lr), float(eps)
         self.b1, self.b2 = (float(b) for b in betas)
         self.weight_decay = float(weight_decay)
