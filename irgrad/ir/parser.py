@@ -182,6 +182,7 @@ class Parser:
             types.append(self.type())
         if len(types) != len(result_toks):
             raise self.error(f"{len(result_toks)} result name(s) but {len(types)} type(s)", name_tok)
+        mem = self.placement(scope) if self.at("mem") else None
         loc = self.loc() if self.at("loc") else None
         attrs = self.convert_attrs(opdef, raw_attrs, types, name_tok)
         regions = []
@@ -192,6 +193,7 @@ class Parser:
         elif opdef.has_region:
             raise self.error(f"'{opdef.name}' needs a region '{{ ... }}' after its type")
         op = Operation(name_tok.text, operands, types, attrs, regions, loc, name_tok.span)
+        op.mem = mem
         for tok, r in zip(result_toks, op.results):
             key = tok.text[1:]
             if key in scope:
@@ -213,6 +215,32 @@ class Parser:
         self.block_body(block, scope, "yield")
         self.expect("}", "'}' to close the region")
         return block
+
+    def placement(self, scope) -> list:
+        """`mem[OFFSET or %param, ...]` then optionally `scratch[OFFSET, ...]`."""
+        self.expect("mem")
+        self.expect("[", "'[' and the placement of each result")
+        places = []
+        while True:
+            if self.tok.kind == "int":
+                tok = self.next()
+                if int(tok.text) < 0:
+                    raise self.error("an arena offset cannot be negative", tok)
+                places.append(int(tok.text))
+            else:
+                places.append(self.use(scope))
+            if not self.accept(","):
+                break
+        self.expect("]", "',' or ']'")
+        if self.accept("scratch"):
+            self.expect("[")
+            while True:
+                tok = self.expect_kind("int", "a scratch offset")
+                places.append(("scratch", int(tok.text)))
+                if not self.accept(","):
+                    break
+            self.expect("]", "',' or ']'")
+        return places
 
     def loc(self) -> SourceLoc:
         self.expect("loc")

@@ -89,6 +89,16 @@ def format_attr(v) -> str:
     raise TypeError(f"cannot print attribute value {v!r}")
 
 
+def format_placement(mem, namer) -> str:
+    """The memory plan of an op: ` mem[OFFSET or %param, ...]` and ` scratch[OFFSET]`."""
+    places = [p for p in mem if not isinstance(p, tuple)]
+    scratch = [p[1] for p in mem if isinstance(p, tuple)]
+    text = " mem[" + ", ".join(str(p) if isinstance(p, int) else namer(p) for p in places) + "]"
+    if scratch:
+        text += " scratch[" + ", ".join(str(s) for s in scratch) + "]"
+    return text
+
+
 def format_loc(loc) -> str:
     return f"loc({json.dumps(loc.file)}:{loc.line})"
 
@@ -172,6 +182,8 @@ class Printer:
         if op.attrs:
             text += " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in op.attrs.items()) + "}"
         text += " : " + ", ".join(str(t) for t in op.result_types)
+        if op.mem is not None:
+            text += format_placement(op.mem, namer)
         if op.loc is not None:
             text = text.ljust(LOC_COLUMN) + "  " + format_loc(op.loc)
         if op.regions:

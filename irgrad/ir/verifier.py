@@ -74,6 +74,8 @@ def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> Non
                     raise _Fail(f"operand {i} ({v.type}) is not defined before this use"
                                 + (" in this region" if blk is not block else ""), op)
             _check_op(op)
+            if op.mem is not None:
+                _check_placement(op, block.args if blk is block else (), blk is block)
             for r in op.results:
                 if r in defined or r.owner is not op:
                     raise _Fail("a result is defined twice", op)
@@ -89,6 +91,27 @@ def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> Non
                 raise _Fail(f"a returned value ({v.type}) is not defined in its block",
                             blk.parent if isinstance(blk.parent, Operation) else None,
                             block=blk)
+
+
+def _check_placement(op: Operation, params, top_level: bool) -> None:
+    """A memory plan annotation: one placement per result, arena offsets aligned to 64
+    bytes, parameters of the function with room for the result."""
+    if not top_level:
+        raise _Fail("ops inside a region have no memory placement", op)
+    places = [p for p in op.mem if not isinstance(p, tuple)]
+    if len(places) != len(op.results):
+        raise _Fail(f"mem[...] lists {len(places)} placement(s) for {len(op.results)} result(s)", op)
+    for r, p in zip(op.results, places):
+        if isinstance(p, int):
+            if p < 0 or p % 64:
+                raise _Fail(f"arena offset {p} is not a non-negative multiple of 64", op)
+        elif p not in params:
+            raise _Fail("a result can only be placed in the arena or in a parameter's buffer", op)
+        elif p.type.nbytes != r.type.nbytes:
+            raise _Fail(f"%{p.name} ({p.type}) cannot hold a result of {r.type}", op)
+    for p in op.mem:
+        if isinstance(p, tuple) and (p[1] < 0 or p[1] % 64):
+            raise _Fail(f"scratch offset {p[1]} is not a non-negative multiple of 64", op)
 
 
 def _check_op(op: Operation) -> None:

@@ -113,6 +113,22 @@ class NativeProgram:
             set_blas_threads(self.threads)
         self._entry(self.table_addr)
 
+    def profile(self, repeat: int = 20) -> list[tuple[str, float]]:
+        """Median seconds of every kernel, run one at a time (the arena and parameters
+        must hold valid inputs, e.g. after one normal call)."""
+        if self.threads:
+            set_blas_threads(self.threads)
+        rows = []
+        for k in self.program.kernels:
+            fn = _ENTRY(self.jit.address(k.name))
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn(self.table_addr)
+                times.append(time.perf_counter() - t0)
+            rows.append((k.name, float(np.median(times))))
+        return rows
+
     def read_output(self, i: int, params) -> np.ndarray:
         kind, where = self.outputs[i]
         t = self.ir.result_types[i]

@@ -171,7 +171,7 @@ class KernelRenderer:
         else:
             args = ", ".join(f"ptr {p}" for p in ptrs)
             w.emit(f"call void @{name}.body({args}{', ' if args else ''}i64 0, i64 {extent0})")
-        self.out.append(f"define internal void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
+        self.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
                         + "\n  ret void\n}")
         return name
 
@@ -395,7 +395,7 @@ class KernelRenderer:
         if k.epilogue is not None:
             epi = self.kernel(k.epilogue)
             w.emit(f"call void @{epi}(ptr %table)")
-        self.out.append(f"define internal void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
+        self.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
                         + "\n  ret void\n}")
         return name
 
