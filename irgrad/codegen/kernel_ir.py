@@ -3,10 +3,8 @@
 Two expression languages, both hash-consed (structurally equal nodes are equal, so a
 renderer memoizes them and common subexpressions are computed once):
 
-- `Ix`, integer index arithmetic: a linear form `sum(coeff * atom) + const` whose atoms
-  are loop variables or opaque terms (floor division, modulo, clamped data-dependent
-  indices). `floordiv` and `mod` simplify with the ranges of the loop variables, so the
-  index maps of reshapes fold back into affine forms wherever the layout allows;
+- `Ix`, integer index arithmetic (ir/indexing.py), plus `Clamp`, a data-dependent index
+  (gather's) kept inside its buffer;
 - `Sx`, typed scalar expressions: loads, constants, arithmetic, comparisons, select,
   casts, and references to a reduction's accumulator.
 
@@ -19,31 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ir.indexing import (Clip, FloorDiv, Ix, Mod, Var, atom_bounds, atom_vars, clip,  # noqa: F401
+                           delinearize, floordiv, linearize, mod, substitute_atom)
 from ..ir.types import DType
 
 
-# --- index expressions -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Var:
-    name: str
-    extent: int
-
-    def __repr__(self):
-        return self.name
-
-
-@dataclass(frozen=True)
-class FloorDiv:
-    x: "Ix"
-    d: int
-
-
-@dataclass(frozen=True)
-class Mod:
-    x: "Ix"
-    d: int
-
+# --- index expressions (the algebra lives in ir/indexing.py) ------------------------------
 
 @dataclass(frozen=True)
 class Clamp:
@@ -53,210 +32,14 @@ class Clamp:
     value: "Sx"
     n: int
 
-
-@dataclass(frozen=True)
-class Clip:
-    """min(max(x, lo), hi): keeps an index of a padded or concatenated operand in bounds."""
-
-    x: "Ix"
-    lo: int
-    hi: int
-
-
-@dataclass(frozen=True)
-class Ix:
-    terms: tuple = ()  # ((atom, coeff), ...) sorted by repr(atom), coeffs nonzero
-    const: int = 0
-
-    # construction ------------------------------------------------------------------------
-    @staticmethod
-    def of(x) -> "Ix":
-        if isinstance(x, Ix):
-            return x
-        if isinstance(x, int):
-            return Ix((), x)
-        return Ix(((x, 1),), 0)
-
-    def _combine(self, other: "Ix", sign: int) -> "Ix":
-        acc = dict(self.terms)
-        for a, c in other.terms:
-            acc[a] = acc.get(a, 0) + sign * c
-        return _make(acc, self.const + sign * other.const)
-
-    def __add__(self, o):
-        return self._combine(Ix.of(o), 1)
-
-    __radd__ = __add__
-
-    def __sub__(self, o):
-        return self._combine(Ix.of(o), -1)
-
-    def __mul__(self, k: int):
-        if not isinstance(k, int):
-            raise TypeError("an index can only be scaled by an integer")
-        return _make({a: c * k for a, c in self.terms}, self.const * k)
-
-    __rmul__ = __mul__
-
-    # facts ---------------------------------------------------------------------------------
-    def coeff(self, atom) -> int:
-        for a, c in self.terms:
-            if a == atom:
-                return c
-        return 0
-
     def vars(self) -> set:
-        out = set()
-        for a, _ in self.terms:
-            out |= atom_vars(a)
-        return out
-
-    def is_affine(self) -> bool:
-        return all(isinstance(a, Var) for a, _ in self.terms)
+        return sx_vars(self.value)
 
     def bounds(self) -> tuple[int, int]:
-        lo = hi = self.const
-        for a, c in self.terms:
-            alo, ahi = atom_bounds(a)
-            if c >= 0:
-                lo, hi = lo + c * alo, hi + c * ahi
-            else:
-                lo, hi = lo + c * ahi, hi + c * alo
-        return lo, hi
+        return 0, self.n - 1
 
-    def substitute(self, mapping: dict) -> "Ix":
-        """Replace variables by index expressions (through opaque atoms too)."""
-        out = Ix((), self.const)
-        for a, c in self.terms:
-            out = out + substitute_atom(a, mapping) * c
-        return out
-
-    def __repr__(self):
-        parts = [f"{c}*{a!r}" if c != 1 else repr(a) for a, c in self.terms]
-        if self.const or not parts:
-            parts.append(str(self.const))
-        return " + ".join(parts)
-
-
-def _make(acc: dict, const: int) -> Ix:
-    terms = tuple(sorted(((a, c) for a, c in acc.items() if c), key=lambda t: repr(t[0])))
-    return Ix(terms, const)
-
-
-def atom_vars(a) -> set:
-    if isinstance(a, Var):
-        return {a}
-    if isinstance(a, (FloorDiv, Mod, Clip)):
-        return a.x.vars()
-    if isinstance(a, Clamp):
-        return sx_vars(a.value)
-    return set()
-
-
-def atom_bounds(a) -> tuple[int, int]:
-    if isinstance(a, Var):
-        return 0, a.extent - 1
-    if isinstance(a, FloorDiv):
-        lo, hi = a.x.bounds()
-        return lo // a.d, hi // a.d
-    if isinstance(a, Mod):
-        lo, hi = a.x.bounds()
-        if lo >= 0 and hi < a.d:
-            return lo, hi
-        return 0, a.d - 1
-    if isinstance(a, Clamp):
-        return 0, a.n - 1
-    if isinstance(a, Clip):
-        lo, hi = a.x.bounds()
-        return max(lo, a.lo), min(hi, a.hi)
-    raise TypeError(a)
-
-
-def substitute_atom(a, mapping) -> Ix:
-    if isinstance(a, Var):
-        return Ix.of(mapping.get(a, a))
-    if isinstance(a, FloorDiv):
-        return floordiv(a.x.substitute(mapping), a.d)
-    if isinstance(a, Mod):
-        return mod(a.x.substitute(mapping), a.d)
-    if isinstance(a, Clamp):
-        return Ix.of(Clamp(sx_substitute(a.value, mapping), a.n))
-    if isinstance(a, Clip):
-        return clip(a.x.substitute(mapping), a.lo, a.hi)
-    raise TypeError(a)
-
-
-def _split(x: Ix, d: int):
-    """(quotient terms, remainder Ix) where quotient holds the terms divisible by d."""
-    q, r = {}, {}
-    for a, c in x.terms:
-        if c % d == 0:
-            q[a] = c // d
-        else:
-            r[a] = c
-    qc, rc = divmod(x.const, d)
-    return _make(q, qc), _make(r, rc)
-
-
-def floordiv(x: Ix, d: int) -> Ix:
-    x = Ix.of(x)
-    if d == 1:
-        return x
-    q, r = _split(x, d)
-    lo, hi = r.bounds()
-    if lo >= 0 and hi < d:
-        return q  # the remainder never carries into the quotient
-    lo, hi = x.bounds()
-    if lo // d == hi // d:
-        return Ix.of(lo // d)
-    return Ix.of(FloorDiv(x, d))
-
-
-def mod(x: Ix, d: int) -> Ix:
-    x = Ix.of(x)
-    if d == 1:
-        return Ix.of(0)
-    q, r = _split(x, d)
-    lo, hi = r.bounds()
-    if lo >= 0 and hi < d:
-        return r
-    lo, hi = x.bounds()
-    if lo >= 0 and hi < d:
-        return x
-    return Ix.of(Mod(x, d))
-
-
-def clip(x: Ix, lo: int, hi: int) -> Ix:
-    x = Ix.of(x)
-    xlo, xhi = x.bounds()
-    if xlo >= lo and xhi <= hi:
-        return x
-    if xhi <= lo:
-        return Ix.of(lo)
-    if xlo >= hi:
-        return Ix.of(hi)
-    return Ix.of(Clip(x, lo, hi))
-
-
-def linearize(idx, shape) -> Ix:
-    """Row-major offset of a multi-index."""
-    out, stride = Ix.of(0), 1
-    for i, n in zip(reversed(idx), reversed(shape)):
-        out = out + Ix.of(i) * stride
-        stride *= n
-    return out
-
-
-def delinearize(flat: Ix, shape) -> list[Ix]:
-    out, stride = [], 1
-    strides = []
-    for n in reversed(shape):
-        strides.append(stride)
-        stride *= n
-    strides.reverse()
-    for s, n in zip(strides, shape):
-        out.append(mod(floordiv(flat, s), n) if n != 1 else Ix.of(0))
-    return out
+    def substitute(self, mapping) -> "Clamp":
+        return Clamp(sx_substitute(self.value, mapping), self.n)
 
 
 # --- scalar expressions --------------------------------------------------------------------
@@ -470,10 +253,23 @@ class ReduceKernel:
     parallel: bool = False
 
 
+@dataclass(frozen=True)
+class MatrixView:
+    """One matrix per batch inside a buffer: element (i, j) of batch b is at element
+    `offsets[b] + i * ld + j`, or `offsets[b] + j * ld + i` when `trans` (stored
+    transposed). BLAS reads such views in place, so a matmul absorbs transposes, reshapes
+    and slices of its operands."""
+
+    buf: Buf
+    offsets: tuple
+    ld: int
+    trans: bool = False
+
+
 @dataclass
 class GemmKernel:
-    """C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] for every batch b (row-major), then
-    the `epilogue` loop kernel (which reads C)."""
+    """C[b] = alpha * A[b] @ B[b] + beta * C[b] for every batch b (A: m x k, B: k x n,
+    C: m x n, each a `MatrixView`), then the `epilogue` loop kernel (which reads C)."""
 
     name: str
     dtype: DType
@@ -481,11 +277,9 @@ class GemmKernel:
     m: int
     n: int
     k: int
-    a: Buf
-    b: Buf
-    c: Buf
-    trans_a: bool
-    trans_b: bool
+    a: MatrixView
+    b: MatrixView
+    c: MatrixView
     alpha: float = 1.0
     beta: float = 0.0
     epilogue: LoopKernel | None = None

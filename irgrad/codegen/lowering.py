@@ -20,8 +20,9 @@ from ..ir.registry import get_op
 from ..ir.types import DType
 from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, kernel_scratch_bytes,
                                reduction_layout, region_anchor)
+from ..ir.indexing import operand_index
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
-                        InRange, Ix, Load, LoopKernel, Program, ReduceKernel, ScatterKernel,
+                        InRange, Ix, Load, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
                         Select, Store, Sx, Unary, Var, clip, delinearize, linearize)
 
 UNARY = {"neg", "exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign"}
@@ -92,21 +93,8 @@ class Evaluator:
             return [(o, idx) for o in x]
         if name in ("const", "iota"):
             return []
-        if name == "broadcast":
-            dims = op.attrs["dims"]
-            return [(x[0], tuple(idx[d] if x[0].shape[i] != 1 else Ix.of(0)
-                                 for i, d in enumerate(dims)))]
-        if name == "transpose":
-            perm = op.attrs["perm"]
-            j = [None] * len(perm)
-            for i, p in enumerate(perm):
-                j[p] = idx[i]
-            return [(x[0], tuple(j))]
-        if name == "reshape":
-            flat = linearize(idx, op.result.shape)
-            return [(x[0], tuple(delinearize(flat, x[0].shape)))]
-        if name == "slice":
-            return [(x[0], tuple(i + s for i, s in zip(idx, op.attrs["start"])))]
+        if name in ("broadcast", "transpose", "reshape", "slice"):
+            return [(x[0], operand_index(op, idx))]
         if name == "pad":
             low = op.attrs["low"]
             return [(x[0], tuple(clip(i - lo, 0, d - 1) for i, lo, d in zip(idx, low, x[0].shape)))]
@@ -283,12 +271,16 @@ class ProgramBuilder:
     def lower_loop(self, name, outputs, outs, ev, shape=None) -> LoopKernel:
         shape = shape if shape is not None else outputs[0].shape
         loops = [Var(f"i{d}", n) for d, n in enumerate(shape)]
+        flat = linearize(loops, shape)
         stores = []
         for v, buf in zip(outputs, outs):
-            if v.shape != tuple(shape):
+            if v.type.size != math.prod(shape):
                 raise IrgradError(f"lowering: a loop kernel yields {v.type} in an iteration "
                                   f"space of {list(shape)}")
-            stores.append(Store(buf, linearize(loops, shape), ev.at(v, loops)))
+            # outputs of another shape but the same size are the same elements in row-major
+            # order (fused through a reshape)
+            idx = loops if v.shape == tuple(shape) else delinearize(flat, v.shape)
+            stores.append(Store(buf, flat, ev.at(v, idx)))
         return collapse_loop(LoopKernel(name, loops, stores))
 
     def lower_reduce(self, name, op, ops, outputs, outs, sources, ev, scratch) -> ReduceKernel:
@@ -308,11 +300,15 @@ class ProgramBuilder:
         layout = reduction_layout(red)
         sources.set(red.result, AccRef(dt))
         prologue, epilogue = [], []
+        flat_in = linearize(full, x.shape)
+        flat_out = linearize(outer, red.result.shape)
         for v, buf in zip(outputs, outs):
-            if v.shape == x.shape and v is not red.result:
-                prologue.append(Store(buf, linearize(full, x.shape), ev.at(v, full)))
-            elif v.shape == red.result.shape:
-                epilogue.append(Store(buf, linearize(outer, red.result.shape), ev.at(v, outer)))
+            if v.type.size == x.type.size and v is not red.result:
+                idx = full if v.shape == x.shape else delinearize(flat_in, v.shape)
+                prologue.append(Store(buf, flat_in, ev.at(v, idx)))
+            elif v.type.size == red.result.type.size:
+                idx = outer if v.shape == red.result.shape else delinearize(flat_out, v.shape)
+                epilogue.append(Store(buf, flat_out, ev.at(v, idx)))
             else:
                 raise IrgradError(f"lowering: a reduce kernel yields {v.type}")
         acc_buf = None
@@ -349,9 +345,15 @@ class ProgramBuilder:
         m, n = shape[-2], shape[-1]
         k = mm.operands[0].shape[-1]
         dt = mm.result.dtype
+        av = MatrixView(a, tuple(bi * m * k for bi in range(batch)), m if ta else k, ta)
+        bv = MatrixView(b, tuple(bi * k * n for bi in range(batch)), k if tb else n, tb)
+
+        def cview(buf):
+            return MatrixView(buf, tuple(bi * m * n for bi in range(batch)), n, False)
+
         # choose where the product goes (see passes/patterns.py)
         out_map = dict(zip(outputs, outs))
-        alpha, beta, target = 1.0, 0.0, None
+        target = None
         if mm.result in out_map:
             target = out_map[mm.result]
         elif len(outputs) == 1 and op.regions:
@@ -359,9 +361,9 @@ class ProgramBuilder:
             if form is not None and form.c_arg is not None:
                 c_src = sources.get(op.regions[0].args[form.c_arg])
                 if isinstance(c_src, Buf) and (c_src.slot, c_src.offset) == (outs[0].slot, outs[0].offset):
-                    gk = GemmKernel(name, dt, batch, m, n, k, a, b, outs[0], ta, tb,
-                                    form.alpha, form.beta, None)
-                    return gk
+                    # beta * C + alpha * A @ B written over C: one BLAS call, no epilogue
+                    return GemmKernel(name, dt, batch, m, n, k, av, bv, cview(outs[0]),
+                                      form.alpha, form.beta, None)
         if target is None:
             same = [bf for v, bf in out_map.items() if v.type == mm.result.type]
             if same:
@@ -376,7 +378,7 @@ class ProgramBuilder:
         if rest:
             epilogue = self.lower_loop(name + "_epilogue", [v for v, _ in rest], [bf for _, bf in rest],
                                        ev, shape)
-        return GemmKernel(name, dt, batch, m, n, k, a, b, target, ta, tb, alpha, beta, epilogue)
+        return GemmKernel(name, dt, batch, m, n, k, av, bv, cview(target), 1.0, 0.0, epilogue)
 
     def _materialize_const(self, v: Value, src):
         if isinstance(src, Const):

@@ -47,6 +47,9 @@ INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iot
 REDUCTIONS = {"reduce_sum", "reduce_max"}
 EXPENSIVE = {"exp", "log", "sin", "cos", "tanh", "sqrt", "pow", "div"}
 FREE = {"broadcast", "reshape", "transpose", "slice", "const", "iota", "stop_gradient"}
+# ops whose result element i is operand element i in row-major order: fusing through them
+# keeps every element of a kernel at one linear index
+LINEAR_VIEWS = {"reshape", "stop_gradient"}
 
 
 def op_class(op: Operation) -> str:
@@ -204,8 +207,8 @@ class _Fuser:
         return True
 
     def only_elementwise_between(self, k: _Kernel, v: Value) -> bool:
-        """Within k's members, is every op downstream of v elementwise (same index), up to
-        k's own reduction?"""
+        """Within k's members, is every op downstream of v elementwise or a reshape (the
+        same linear index), up to k's own reduction?"""
         members = set(self.members(k)) - {k.anchor}
         frontier, seen = [v], set()
         while frontier:
@@ -214,7 +217,7 @@ class _Fuser:
                 if u is None or u not in members or u in seen:
                     continue
                 seen.add(u)
-                if not get_op(u.opname).elementwise:
+                if not (get_op(u.opname).elementwise or u.opname in LINEAR_VIEWS):
                     return False
                 frontier.extend(u.results)
         return True
@@ -228,7 +231,7 @@ class _Fuser:
             for kk in list(self.kernels):
                 if kk is k or kk.kind != "loop":
                     continue
-                if all(h.shape == r.shape for h in kk.homes) and \
+                if all(h.type.size == r.type.size for h in kk.homes) and \
                         any(op in readers for op in self.members(kk)) and \
                         self.only_elementwise_between(kk, r):
                     self.merge(k, kk)
@@ -241,7 +244,7 @@ class _Fuser:
             for kk in list(self.kernels):
                 if kk is k or kk.kind != "loop" or kk not in self.kernels:
                     continue
-                if any(h.shape != x.shape for h in kk.homes):
+                if any(h.type.size != x.type.size for h in kk.homes):
                     continue
                 if any(h in self.inputs(k) for h in kk.homes) and all(
                         self.only_elementwise_between(k, h) for h in kk.homes if h in self.inputs(k)):

@@ -50,7 +50,7 @@ def inplace_safe(op: Operation, operand_index: int, result_index: int) -> bool:
     `beta * C + alpha * (A @ B)` with C the operand (BLAS accumulates into C).
     """
     x, r = op.operands[operand_index], op.results[result_index]
-    if x.type.nbytes != r.type.nbytes or x.shape != r.shape or x.dtype.itemsize != r.dtype.itemsize:
+    if x.type.size != r.type.size or x.dtype.itemsize != r.dtype.itemsize:
         return False
     if not op.regions:
         opdef = get_op(op.opname)
@@ -80,7 +80,7 @@ def _elementwise_paths_only(region, arg: Value) -> bool:
             if u in seen:
                 continue
             seen.add(u)
-            if not get_op(u.opname).elementwise:
+            if not (get_op(u.opname).elementwise or u.opname in ("reshape", "stop_gradient")):
                 return False
             frontier.extend(u.results)
     return True

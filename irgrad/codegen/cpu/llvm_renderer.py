@@ -365,31 +365,33 @@ class KernelRenderer:
         self.loops(k.loops, Scope(), body)
 
     def gemm(self, k: GemmKernel) -> str:
+        """Row-major C = A B through Fortran BLAS, as column-major C^T = B^T A^T: B is
+        passed first; a view stored transposed is passed with 'T'."""
         name = k.name
         blas = "sgemm" if k.dtype is DType.f32 else "dgemm"
         ty = LL[k.dtype]
         self.declare(f"declare void @{blas}(ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr)")
         w = FunctionWriter()
-        ptrs = self._load_pointers(w, [k.a, k.b, k.c])
-        pa, pb, pc = ptrs
-        # Fortran arguments are passed by reference
-        def slot(t: str, v: str) -> str:
+        pa, pb, pc = self._load_pointers(w, [k.a.buf, k.b.buf, k.c.buf])
+
+        def by_ref(t: str, v: str) -> str:  # Fortran arguments are passed by reference
             p = w.assign(f"alloca {t}, align 8")
             w.emit(f"store {t} {v}, ptr {p}")
             return p
-        ta = slot("i8", str(ord("T" if k.trans_b else "N")))
-        tb = slot("i8", str(ord("T" if k.trans_a else "N")))
-        M, N, K = slot("i32", str(k.n)), slot("i32", str(k.m)), slot("i32", str(k.k))
-        lda = slot("i32", str(k.k if k.trans_b else k.n))
-        ldb = slot("i32", str(k.m if k.trans_a else k.k))
-        ldc = slot("i32", str(k.n))
-        alpha = slot(ty, const_literal(k.alpha, k.dtype))
-        beta = slot(ty, const_literal(k.beta, k.dtype))
+
+        ta = by_ref("i8", str(ord("T" if k.b.trans else "N")))
+        tb = by_ref("i8", str(ord("T" if k.a.trans else "N")))
+        M, N, K = by_ref("i32", str(k.n)), by_ref("i32", str(k.m)), by_ref("i32", str(k.k))
+        lda, ldb, ldc = by_ref("i32", str(k.b.ld)), by_ref("i32", str(k.a.ld)), by_ref("i32", str(k.c.ld))
+        alpha = by_ref(ty, const_literal(k.alpha, k.dtype))
+        beta = by_ref(ty, const_literal(k.beta, k.dtype))
         sz = k.dtype.itemsize
+
+        def at(p, elems):
+            return w.assign(f"getelementptr inbounds i8, ptr {p}, i64 {elems * sz}") if elems else p
+
         for bi in range(k.batch):
-            def at(p, elems):
-                return w.assign(f"getelementptr inbounds i8, ptr {p}, i64 {elems * sz}") if elems else p
-            a_b, b_b, c_b = at(pa, bi * k.m * k.k), at(pb, bi * k.k * k.n), at(pc, bi * k.m * k.n)
+            a_b, b_b, c_b = at(pa, k.a.offsets[bi]), at(pb, k.b.offsets[bi]), at(pc, k.c.offsets[bi])
             w.emit(f"call void @{blas}(ptr {ta}, ptr {tb}, ptr {M}, ptr {N}, ptr {K}, ptr {alpha}, "
                    f"ptr {b_b}, ptr {lda}, ptr {a_b}, ptr {ldb}, ptr {beta}, ptr {c_b}, ptr {ldc})")
         if k.epilogue is not None:

@@ -1,0 +1,256 @@
+"""Symbolic index arithmetic: how an element of one tensor maps to an element of another.
+
+`Ix` is a linear form `sum(coeff * atom) + const` over loop variables and opaque atoms
+(floor division, modulo, clipping). `floordiv` and `mod` simplify with the ranges of the
+variables, so the index map of a reshape folds back into an affine form wherever the
+layout allows. `operand_index` gives, for a data-movement op, the operand element that a
+result element reads; fusion uses it to see which views a matmul can read in place, and
+codegen to turn views into load addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    extent: int
+
+    def __repr__(self):
+        return self.name
+
+
+@dataclass(frozen=True)
+class FloorDiv:
+    x: "Ix"
+    d: int
+
+
+@dataclass(frozen=True)
+class Mod:
+    x: "Ix"
+    d: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """min(max(x, lo), hi): keeps an index of a padded or concatenated operand in bounds."""
+
+    x: "Ix"
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Ix:
+    terms: tuple = ()  # ((atom, coeff), ...) sorted by repr(atom), coeffs nonzero
+    const: int = 0
+
+    # construction ------------------------------------------------------------------------
+    @staticmethod
+    def of(x) -> "Ix":
+        if isinstance(x, Ix):
+            return x
+        if isinstance(x, int):
+            return Ix((), x)
+        return Ix(((x, 1),), 0)
+
+    def _combine(self, other: "Ix", sign: int) -> "Ix":
+        acc = dict(self.terms)
+        for a, c in other.terms:
+            acc[a] = acc.get(a, 0) + sign * c
+        return _make(acc, self.const + sign * other.const)
+
+    def __add__(self, o):
+        return self._combine(Ix.of(o), 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return self._combine(Ix.of(o), -1)
+
+    def __mul__(self, k: int):
+        if not isinstance(k, int):
+            raise TypeError("an index can only be scaled by an integer")
+        return _make({a: c * k for a, c in self.terms}, self.const * k)
+
+    __rmul__ = __mul__
+
+    # facts ---------------------------------------------------------------------------------
+    def coeff(self, atom) -> int:
+        for a, c in self.terms:
+            if a == atom:
+                return c
+        return 0
+
+    def vars(self) -> set:
+        out = set()
+        for a, _ in self.terms:
+            out |= atom_vars(a)
+        return out
+
+    def is_affine(self) -> bool:
+        return all(isinstance(a, Var) for a, _ in self.terms)
+
+    def bounds(self) -> tuple[int, int]:
+        lo = hi = self.const
+        for a, c in self.terms:
+            alo, ahi = atom_bounds(a)
+            if c >= 0:
+                lo, hi = lo + c * alo, hi + c * ahi
+            else:
+                lo, hi = lo + c * ahi, hi + c * alo
+        return lo, hi
+
+    def substitute(self, mapping: dict) -> "Ix":
+        """Replace variables by index expressions (through opaque atoms too)."""
+        out = Ix((), self.const)
+        for a, c in self.terms:
+            out = out + substitute_atom(a, mapping) * c
+        return out
+
+    def __repr__(self):
+        parts = [f"{c}*{a!r}" if c != 1 else repr(a) for a, c in self.terms]
+        if self.const or not parts:
+            parts.append(str(self.const))
+        return " + ".join(parts)
+
+
+def _make(acc: dict, const: int) -> Ix:
+    terms = tuple(sorted(((a, c) for a, c in acc.items() if c), key=lambda t: repr(t[0])))
+    return Ix(terms, const)
+
+
+def atom_vars(a) -> set:
+    if isinstance(a, Var):
+        return {a}
+    if isinstance(a, (FloorDiv, Mod, Clip)):
+        return a.x.vars()
+    return a.vars()  # an atom defined elsewhere (codegen's data-dependent index)
+
+
+def atom_bounds(a) -> tuple[int, int]:
+    if isinstance(a, Var):
+        return 0, a.extent - 1
+    if isinstance(a, FloorDiv):
+        lo, hi = a.x.bounds()
+        return lo // a.d, hi // a.d
+    if isinstance(a, Mod):
+        lo, hi = a.x.bounds()
+        if lo >= 0 and hi < a.d:
+            return lo, hi
+        return 0, a.d - 1
+    if isinstance(a, Clip):
+        lo, hi = a.x.bounds()
+        return max(lo, a.lo), min(hi, a.hi)
+    return a.bounds()
+
+
+def substitute_atom(a, mapping) -> Ix:
+    if isinstance(a, Var):
+        return Ix.of(mapping.get(a, a))
+    if isinstance(a, FloorDiv):
+        return floordiv(a.x.substitute(mapping), a.d)
+    if isinstance(a, Mod):
+        return mod(a.x.substitute(mapping), a.d)
+    if isinstance(a, Clip):
+        return clip(a.x.substitute(mapping), a.lo, a.hi)
+    return Ix.of(a.substitute(mapping))
+
+
+def _split(x: Ix, d: int):
+    """(quotient terms, remainder Ix) where quotient holds the terms divisible by d."""
+    q, r = {}, {}
+    for a, c in x.terms:
+        if c % d == 0:
+            q[a] = c // d
+        else:
+            r[a] = c
+    qc, rc = divmod(x.const, d)
+    return _make(q, qc), _make(r, rc)
+
+
+def floordiv(x: Ix, d: int) -> Ix:
+    x = Ix.of(x)
+    if d == 1:
+        return x
+    q, r = _split(x, d)
+    lo, hi = r.bounds()
+    if lo >= 0 and hi < d:
+        return q  # the remainder never carries into the quotient
+    lo, hi = x.bounds()
+    if lo // d == hi // d:
+        return Ix.of(lo // d)
+    return Ix.of(FloorDiv(x, d))
+
+
+def mod(x: Ix, d: int) -> Ix:
+    x = Ix.of(x)
+    if d == 1:
+        return Ix.of(0)
+    q, r = _split(x, d)
+    lo, hi = r.bounds()
+    if lo >= 0 and hi < d:
+        return r
+    lo, hi = x.bounds()
+    if lo >= 0 and hi < d:
+        return x
+    return Ix.of(Mod(x, d))
+
+
+def clip(x: Ix, lo: int, hi: int) -> Ix:
+    x = Ix.of(x)
+    xlo, xhi = x.bounds()
+    if xlo >= lo and xhi <= hi:
+        return x
+    if xhi <= lo:
+        return Ix.of(lo)
+    if xlo >= hi:
+        return Ix.of(hi)
+    return Ix.of(Clip(x, lo, hi))
+
+
+def linearize(idx, shape) -> Ix:
+    """Row-major offset of a multi-index."""
+    out, stride = Ix.of(0), 1
+    for i, n in zip(reversed(idx), reversed(shape)):
+        out = out + Ix.of(i) * stride
+        stride *= n
+    return out
+
+
+def delinearize(flat: Ix, shape) -> list[Ix]:
+    out, stride = [], 1
+    strides = []
+    for n in reversed(shape):
+        strides.append(stride)
+        stride *= n
+    strides.reverse()
+    for s, n in zip(strides, shape):
+        out.append(mod(floordiv(flat, s), n) if n != 1 else Ix.of(0))
+    return out
+
+
+def operand_index(op, idx) -> tuple | None:
+    """The operand index a view op (broadcast, transpose, reshape, slice) reads for result
+    index `idx`, or None for other ops."""
+    name = op.opname
+    x = op.operands[0] if op.operands else None
+    if name == "broadcast":
+        dims = op.attrs["dims"]
+        return tuple(idx[d] if x.shape[i] != 1 else Ix.of(0) for i, d in enumerate(dims))
+    if name == "transpose":
+        perm = op.attrs["perm"]
+        j = [None] * len(perm)
+        for i, p in enumerate(perm):
+            j[p] = idx[i]
+        return tuple(j)
+    if name == "reshape":
+        return tuple(delinearize(linearize(idx, op.results[0].shape), x.shape))
+    if name == "slice":
+        return tuple(i + s for i, s in zip(idx, op.attrs["start"]))
+    if name == "stop_gradient":
+        return tuple(idx)
+    return None
