@@ -192,6 +192,20 @@ def make_inputs(irf, npz_path: str | None, seed: int) -> list[np.ndarray]:
     return out
 
 
+def cmd_bench(args) -> int:
+    import json
+    from .bench import bench_function, format_table
+    fn = load_target(args.target)
+    rows = bench_function(fn, args.pipelines, backend=args.backend, repeat=args.repeat,
+                          threads=args.threads)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{fn.name} on the {args.backend} backend (median of repeated calls):")
+        sys.stdout.write(format_table(rows))
+    return 0
+
+
 # --- argument parsing ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--function", metavar="NAME", help="which function of an .ir file")
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="compare pipelines: ops, kernels, memory, compile and step time")
+    b.add_argument("target", metavar="FILE.py:NAME")
+    b.add_argument("--pipelines", nargs="+", default=["O0", "O2"], metavar="PIPELINE")
+    b.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
+    b.add_argument("--threads", type=int, default=None, help="threads for the native backends")
+    b.add_argument("--repeat", type=int, default=0, help="calls to time (default: about 1 s)")
+    b.add_argument("--json", action="store_true", help="print a JSON list, one object per pipeline")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
