@@ -24,3 +24,6 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py

@@ -12,6 +12,8 @@ a float: no allocation per step, one native call.
 from __future__ import annotations
 
 import ctypes
+import io
+import json
 import os
 import time
 
@@ -21,9 +23,10 @@ from ...errors import ArgumentError
 from ...frontend.pytree import flatten, unflatten
 from ...ir.core import Function as IrFunction, Value
 from ...ir.interpreter import check_argument
-from ..kernel_ir import Const
+from ...ir.printer import print_function
 from ..lowering import lower_function
-from .jit import JitModule
+from . import cache
+from .jit import JitModule, compile_object, target_facts
 from .llvm_renderer import render_program
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -69,39 +72,80 @@ def _aligned_empty(nbytes: int, align: int = 64) -> tuple[np.ndarray, int]:
 
 
 class NativeProgram:
-    def __init__(self, ir: IrFunction, threads: int, opt: int = 3):
+    """A compiled program and its memory: code, arena, pointer table, constants.
+
+    Built from the function's IR before optimization: on a compile-cache hit (cache.py)
+    the pipeline, the lowering and LLVM are all skipped.
+    """
+
+    def __init__(self, ir: IrFunction, pipeline: str, threads: int, opt: int = 3):
         t0 = time.perf_counter()
-        self.ir = ir
         self.threads = threads
-        self.program = lower_function(ir)
-        self.llvm_ir = render_program(self.program, threads)
-        t1 = time.perf_counter()
-        self.jit = JitModule(self.llvm_ir, opt)
+        self.pipeline = pipeline
+        self.input_ir = ir
+        key = cache.make_key("irgrad-native-1", print_function(ir), pipeline, threads, opt,
+                             cache.source_fingerprint(), json.dumps(target_facts(), sort_keys=True))
+        hit = cache.load(key)
+        self.from_cache = hit is not None
+        self.timings: dict[str, float] = {}
+        if hit is not None:
+            meta, blobs = hit
+            constants = _load_constants(blobs["constants"])
+        else:
+            meta, blobs, constants = self._build(ir, pipeline, threads, opt)
+            cache.store(key, meta, blobs)
+        self._planned_text = blobs["planned_ir"].decode()
+        self._planned = None
+        self.llvm_ir = blobs["llvm_ir"].decode()
+        self.kernel_names = meta["kernels"]
+        self.arena_bytes = meta["arena_bytes"]
+        self.jit = JitModule(blobs["object"], meta["externals"], opt)
         self.compile_seconds = time.perf_counter() - t0
-        self.lower_seconds = t1 - t0
-        self._raw_arena, self.arena_addr = _aligned_empty(max(self.program.arena_bytes, 64))
-        self.table = np.zeros(len(self.program.slots), dtype=np.int64)
+        self._raw_arena, self.arena_addr = _aligned_empty(max(self.arena_bytes, 64))
+        self.table = np.zeros(meta["slots"], dtype=np.int64)
         self.table[0] = self.arena_addr
         self._keep = []
-        for slot, arr in self.program.constants.items():
+        for slot, arr in constants.items():
             self._keep.append(arr)
             self.table[slot] = arr.ctypes.data
         self.table_addr = self.table.ctypes.data
         self._entry = _ENTRY(self.jit.entry_address)
         self.param_slots = [1 + i for i in range(len(ir.params))]
-        self.outputs = [self._output_source(v) for v in ir.outputs]
+        self.outputs = [tuple(o) if o[0] != "const" else ("const", constants[o[1]]) for o in meta["outputs"]]
 
-    def _output_source(self, v: Value):
-        """How to read a result after a call: ('param', i), ('arena', offset), ('const', x)."""
-        if v in self.ir.params:
-            return ("param", self.ir.params.index(v))
-        op = v.op
-        if op.opname == "const":
-            return ("const", np.array(np.broadcast_to(op.attrs["value"], v.shape)))
-        place = [p for p in op.mem if not isinstance(p, tuple)][op.results.index(v)]
-        if isinstance(place, Value):
-            return ("param", self.ir.params.index(place))
-        return ("arena", int(place))
+    def _build(self, ir, pipeline, threads, opt):
+        t0 = time.perf_counter()
+        planned = plan_for_codegen(ir, pipeline)
+        t1 = time.perf_counter()
+        program = lower_function(planned)
+        llvm_ir = render_program(program, threads)
+        t2 = time.perf_counter()
+        obj, externals, timings = compile_object(llvm_ir, opt)
+        self.timings = dict(timings, passes=t1 - t0, lower_and_render=t2 - t1)
+        constants = dict(program.constants)
+        outputs = []
+        for v in planned.outputs:
+            src = _output_source(planned, v)
+            if src[0] == "const":
+                slot = -(len(outputs) + 1)  # results that are constants get keys of their own
+                constants[slot] = src[1]
+                src = ("const", slot)
+            outputs.append(list(src))
+        meta = {"externals": externals, "arena_bytes": program.arena_bytes,
+                "slots": len(program.slots), "outputs": outputs,
+                "kernels": [k.name for k in program.kernels]}
+        blobs = {"object": obj, "planned_ir": print_function(planned).encode(),
+                 "llvm_ir": llvm_ir.encode(), "constants": _save_constants(constants)}
+        self._planned = planned
+        return meta, blobs, constants
+
+    @property
+    def ir(self) -> IrFunction:
+        """The optimized, memory-planned IR this program was compiled from."""
+        if self._planned is None:
+            from ...ir.parser import parse_function
+            self._planned = parse_function(self._planned_text)
+        return self._planned
 
     def arena_view(self, offset: int, t) -> np.ndarray:
         n = t.size * t.dtype.itemsize
@@ -119,24 +163,48 @@ class NativeProgram:
         if self.threads:
             set_blas_threads(self.threads)
         rows = []
-        for k in self.program.kernels:
-            fn = _ENTRY(self.jit.address(k.name))
+        for name in self.kernel_names:
+            fn = _ENTRY(self.jit.address(name))
             times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 fn(self.table_addr)
                 times.append(time.perf_counter() - t0)
-            rows.append((k.name, float(np.median(times))))
+            rows.append((name, float(np.median(times))))
         return rows
 
     def read_output(self, i: int, params) -> np.ndarray:
         kind, where = self.outputs[i]
-        t = self.ir.result_types[i]
+        t = self.input_ir.result_types[i]
         if kind == "arena":
             return self.arena_view(where, t)
         if kind == "param":
             return params[where]
         return where
+
+
+def _output_source(planned: IrFunction, v: Value):
+    """How to read a result after a call: ('param', i), ('arena', offset), ('const', x)."""
+    if v in planned.params:
+        return ("param", planned.params.index(v))
+    op = v.op
+    if op.opname == "const":
+        return ("const", np.array(np.broadcast_to(op.attrs["value"], v.shape)))
+    place = [p for p in op.mem if not isinstance(p, tuple)][op.results.index(v)]
+    if isinstance(place, Value):
+        return ("param", planned.params.index(place))
+    return ("arena", int(place))
+
+
+def _save_constants(constants: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{str(k): v for k, v in constants.items()})
+    return buf.getvalue()
+
+
+def _load_constants(data: bytes) -> dict:
+    with np.load(io.BytesIO(data)) as z:
+        return {int(k): np.ascontiguousarray(z[k]) for k in z.files}
 
 
 class CpuFunction:
@@ -147,10 +215,13 @@ class CpuFunction:
     def __init__(self, fn, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
         self.fn = fn
         self.pipeline = pipeline
-        self.ir = plan_for_codegen(ir, pipeline)
-        self.native = NativeProgram(self.ir, threads or default_threads(), opt)
-        self._types = [p.type for p in self.ir.params]
-        self._names = [p.name for p in self.ir.params]
+        self.native = NativeProgram(ir, pipeline, threads or default_threads(), opt)
+        self._types = [p.type for p in ir.params]
+        self._names = [p.name for p in ir.params]
+
+    @property
+    def ir(self) -> IrFunction:
+        return self.native.ir
 
     @property
     def llvm_ir(self) -> str:
@@ -188,17 +259,16 @@ class CpuStep:
         self._state_leaves = p_leaves + s_leaves
         n_state = len(self._state_leaves)
         ir = fn.ir
-        self.ir = plan_for_codegen(ir, pipeline)
-        self.native = NativeProgram(self.ir, self.threads, opt)
+        self.native = NativeProgram(ir, pipeline, self.threads, opt)
         nat = self.native
-        types = [p.type for p in self.ir.params]
+        types = [p.type for p in ir.params]
         for slot, a, t in zip(nat.param_slots, self._state_leaves, types):
             if a.dtype != t.dtype.np or a.shape != t.shape or not a.flags.c_contiguous:
                 raise ArgumentError(f"parameter buffer {a.shape} {a.dtype} does not match {t}")
             nat.table[slot] = a.ctypes.data
         # persistent, aligned buffers for the batch
         self._batch_types = types[n_state:]
-        self._batch_names = [p.name for p in self.ir.params[n_state:]]
+        self._batch_names = [p.name for p in ir.params[n_state:]]
         self._batch_bufs = []
         for slot, t in zip(nat.param_slots[n_state:], self._batch_types):
             raw, addr = _aligned_empty(max(t.nbytes, 1))
@@ -214,13 +284,18 @@ class CpuStep:
                 continue
             self._copy_back.append((i, dst))
         kind, where = nat.outputs[0]
-        self._loss = nat.arena_view(where, self.ir.result_types[0]) if kind == "arena" else None
+        self._loss = nat.arena_view(where, ir.result_types[0]) if kind == "arena" else None
         self.compile_seconds = time.perf_counter() - t0
         self.n_batch = len(self._batch_types)
 
     @property
     def llvm_ir(self) -> str:
         return self.native.llvm_ir
+
+    @property
+    def ir(self) -> IrFunction:
+        """The optimized, memory-planned IR of the step."""
+        return self.native.ir
 
     def __call__(self, *batch) -> float:
         if len(batch) != self.n_batch:
@@ -236,4 +311,4 @@ class CpuStep:
         return float(self.native.read_output(0, self._state_leaves))
 
 
-__all__ = ["CpuFunction", "CpuStep", "NativeProgram", "Const"]
+__all__ = ["CpuFunction", "CpuStep", "NativeProgram"]

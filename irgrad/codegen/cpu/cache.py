@@ -1,0 +1,108 @@
+"""The on-disk compile cache: `~/.cache/irgrad`, `IRGRAD_CACHE_DIR`, off with `IRGRAD_CACHE=0`.
+
+An entry holds everything needed to run a compiled program without compiling it again:
+the object code, the runtime layout (arena size, pointer-table slots, where results are),
+the constants, and the planned IR and LLVM IR texts (for `.ir` and `--emit`). The key is
+the sha256 of the function's IR text before optimization, the pipeline, the thread
+count, the LLVM opt level, the CPU name and features, the llvmlite version and a
+fingerprint of irgrad's own source, so a hit skips the passes, the lowering and LLVM
+entirely, and any change to the compiler invalidates old entries.
+
+Entries are written atomically (temporary file, then rename), so two processes compiling
+the same program at once both succeed. Each carries the sizes and sha256 of its parts: a
+truncated or corrupt entry is detected, ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+MAGIC = b"IRGRAD-CACHE-2\n"
+_fingerprint: dict = {}
+
+
+def cache_dir() -> str | None:
+    if os.environ.get("IRGRAD_CACHE", "1") == "0":
+        return None
+    return os.environ.get("IRGRAD_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "irgrad")
+
+
+def source_fingerprint() -> str:
+    """sha256 over irgrad's Python sources: code changes invalidate cached programs."""
+    if "value" not in _fingerprint:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        h = hashlib.sha256()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, root).encode())
+                    with open(path, "rb") as fh:
+                        h.update(fh.read())
+        _fingerprint["value"] = h.hexdigest()
+    return _fingerprint["value"]
+
+
+def make_key(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _path(key: str) -> str | None:
+    d = cache_dir()
+    return os.path.join(d, key[:2], key + ".entry") if d else None
+
+
+def load(key: str):
+    """(meta dict, {blob name: bytes}) or None when absent, truncated or corrupt."""
+    path = _path(key)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if not data.startswith(MAGIC):
+        return None
+    try:
+        end = data.index(b"\n", len(MAGIC))
+        meta = json.loads(data[len(MAGIC):end])
+        blobs, pos = {}, end + 1
+        for name, size, digest in meta["blobs"]:
+            part = data[pos:pos + size]
+            if len(part) != size or hashlib.sha256(part).hexdigest() != digest:
+                return None
+            blobs[name] = part
+            pos += size
+        if pos != len(data):
+            return None
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    return meta, blobs
+
+
+def store(key: str, meta: dict, blobs: dict[str, bytes]) -> None:
+    path = _path(key)
+    if path is None:
+        return
+    meta = dict(meta, blobs=[(n, len(b), hashlib.sha256(b).hexdigest()) for n, b in blobs.items()])
+    d = os.path.dirname(path)
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".entry")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC + json.dumps(meta).encode() + b"\n")
+            for b in blobs.values():
+                fh.write(b)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only or full disk only costs the cache
