@@ -118,14 +118,16 @@ binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
 binary("pow", np.power,
        lambda b, x, y, t: b.mul(t, b.mul(x[1], b.pow(x[0], b.sub(x[1], b.ones_like(x[1]))))),
        lambda b, x, y, t: b.mul(t, b.mul(b.log(x[0]), y)), pred=_float, words="floating-point")
-# d max(a,b) = da where a > b, db where a <= b (ties go to b, so relu'(0) = 0 as in PyTorch)
+# d max(a,b) = da where a > b, db where a <= b (ties go to b, so relu'(0) = 0 as in PyTorch).
+# The mask reads the result: max(a,b) > b exactly when a > b, so relu's backward needs only
+# relu's output (which the next layer keeps anyway), not its input.
 binary("max", np.maximum,
-       lambda b, x, y, t: b.select(b.gt(x[0], x[1]), t, b.zeros_like(t)),
-       lambda b, x, y, t: b.select(b.gt(x[0], x[1]), b.zeros_like(t), t))
-# d min(a,b) = da where a < b, db where a >= b
+       lambda b, x, y, t: b.select(b.gt(y, x[1]), t, b.zeros_like(t)),
+       lambda b, x, y, t: b.select(b.gt(y, x[1]), b.zeros_like(t), t))
+# d min(a,b) = da where a < b, db where a >= b   (min(a,b) < b exactly when a < b)
 binary("min", np.minimum,
-       lambda b, x, y, t: b.select(b.lt(x[0], x[1]), t, b.zeros_like(t)),
-       lambda b, x, y, t: b.select(b.lt(x[0], x[1]), b.zeros_like(t), t))
+       lambda b, x, y, t: b.select(b.lt(y, x[1]), t, b.zeros_like(t)),
+       lambda b, x, y, t: b.select(b.lt(y, x[1]), b.zeros_like(t), t))
 
 
 def compare(name, ref):
