@@ -18,8 +18,10 @@ from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
 from ..ir.registry import get_op
 from ..ir.types import DType
-from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, kernel_scratch_bytes,
-                               reduction_layout, region_anchor)
+from ..passes.patterns import (PERMUTING_VIEWS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form,
+                               kernel_scratch_bytes, operand_matrix_view, reduction_layout,
+                               region_anchor, result_matrix_view, view_chain)
+from ..ir.indexing import result_index
 from ..ir.indexing import operand_index
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
                         InRange, Ix, Load, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
@@ -330,33 +332,34 @@ class ProgramBuilder:
         if len(mms) != 1:
             raise IrgradError(f"lowering: a matmul kernel holds {len(mms)} matmuls")
         mm = mms[0]
-        operands = []
-        for v in mm.operands:
-            trans = False
-            if sources.get(v) is None and v.op is not None and v.op.opname == "transpose":
-                trans, v = True, v.op.operands[0]
-            src = sources.get(v)
-            if not isinstance(src, Buf):
-                src = self._materialize_const(v, src)
-            operands.append((src, trans))
-        (a, ta), (b, tb) = operands
+        av, bv = (self._gemm_operand(v, sources) for v in mm.operands)
         shape = mm.result.shape
         batch = math.prod(shape[:-2])
         m, n = shape[-2], shape[-1]
         k = mm.operands[0].shape[-1]
         dt = mm.result.dtype
-        av = MatrixView(a, tuple(bi * m * k for bi in range(batch)), m if ta else k, ta)
-        bv = MatrixView(b, tuple(bi * k * n for bi in range(batch)), k if tb else n, tb)
 
         def cview(buf):
             return MatrixView(buf, tuple(bi * m * n for bi in range(batch)), n, False)
 
-        # choose where the product goes (see passes/patterns.py)
+        # where the product goes (see passes/patterns.py): a result in the product's own
+        # layout, a result that is a permuted view of it (written with a strided C), C
+        # itself when the result is beta * C + alpha * A @ B, or scratch
         out_map = dict(zip(outputs, outs))
-        target = None
+        c, target, written = None, None, None  # written: the result the GEMM itself produces
         if mm.result in out_map:
-            target = out_map[mm.result]
-        elif len(outputs) == 1 and op.regions:
+            target, written = out_map[mm.result], mm.result
+            c = cview(target)
+        if c is None:
+            for v, buf in out_map.items():
+                chain = _permuting_chain(mm.result, v)
+                view = result_matrix_view(mm.result, v, chain) if chain else None
+                if view is not None:
+                    c = MatrixView(buf, view[0], view[1], False)
+                    sources.set(mm.result, _strided_loads(buf, mm.result, v, chain))
+                    target, written = buf, v
+                    break
+        if c is None and len(outputs) == 1 and op.regions:
             form = gemm_accumulate_form(op, 0)
             if form is not None and form.c_arg is not None:
                 c_src = sources.get(op.regions[0].args[form.c_arg])
@@ -364,7 +367,7 @@ class ProgramBuilder:
                     # beta * C + alpha * A @ B written over C: one BLAS call, no epilogue
                     return GemmKernel(name, dt, batch, m, n, k, av, bv, cview(outs[0]),
                                       form.alpha, form.beta, None)
-        if target is None:
+        if c is None:
             same = [bf for v, bf in out_map.items() if v.type == mm.result.type]
             if same:
                 target = same[0]
@@ -372,13 +375,26 @@ class ProgramBuilder:
                 target = Buf(f"{name}_mm", ARENA_SLOT, scratch[0], dt, mm.result.type.size)
             else:
                 raise AssertionError("matmul kernel without a target")
-        sources.set(mm.result, target)
-        rest = [(v, bf) for v, bf in zip(outputs, outs) if not (v is mm.result and bf == target)]
+            c = cview(target)
+        if sources.get(mm.result) is None:
+            sources.set(mm.result, target)
+        rest = [(v, bf) for v, bf in out_map.items() if v is not written]
         epilogue = None
         if rest:
             epilogue = self.lower_loop(name + "_epilogue", [v for v, _ in rest], [bf for _, bf in rest],
                                        ev, shape)
-        return GemmKernel(name, dt, batch, m, n, k, av, bv, cview(target), 1.0, 0.0, epilogue)
+        return GemmKernel(name, dt, batch, m, n, k, av, bv, c, 1.0, 0.0, epilogue)
+
+    def _gemm_operand(self, v: Value, sources: Sources) -> MatrixView:
+        """A matmul operand as a strided matrix in some buffer (views read in place)."""
+        root, chain = view_chain(v, lambda x: sources.get(x) is not None)
+        src = sources.get(root)
+        if not isinstance(src, Buf):
+            src = self._materialize_const(root, src)
+        view = operand_matrix_view(v, root, chain)
+        if view is None:
+            raise IrgradError(f"lowering: a matmul operand {v.type} is not a strided matrix")
+        return MatrixView(src, *view)
 
     def _materialize_const(self, v: Value, src):
         if isinstance(src, Const):
@@ -400,6 +416,28 @@ class ProgramBuilder:
         target_idx = list(loops[:ax]) + [j] + list(loops[ax + k:])
         return ScatterKernel(name, copy, loops, out, linearize(target_idx, a.shape),
                              ev.at(upd, loops))
+
+
+def _permuting_chain(r: Value, h: Value):
+    """The permuting view ops from r to h (r first), if h is such a view of r."""
+    chain, x = [], h
+    while x is not r:
+        if x.op is None or x.op.opname not in PERMUTING_VIEWS:
+            return None
+        chain.append(x.op)
+        x = x.op.operands[0]
+    chain.reverse()
+    return chain
+
+
+def _strided_loads(buf: Buf, r: Value, h: Value, chain):
+    """Source of r's elements when they live in h's buffer (h = chain(r))."""
+    def load(idx):
+        j = tuple(idx)
+        for op in chain:
+            j = result_index(op, j)
+        return Load(r.dtype, buf, linearize(j, h.shape))
+    return load
 
 
 # --- loop collapsing -----------------------------------------------------------------------------

@@ -254,3 +254,40 @@ def operand_index(op, idx) -> tuple | None:
     if name == "stop_gradient":
         return tuple(idx)
     return None
+
+
+def result_index(op, idx) -> tuple | None:
+    """The result index a permuting view op (transpose, reshape, stop_gradient) writes
+    operand element `idx` to (the inverse of `operand_index`), or None for other ops."""
+    name = op.opname
+    if name == "transpose":
+        return tuple(idx[p] for p in op.attrs["perm"])
+    if name == "reshape":
+        return tuple(delinearize(linearize(idx, op.operands[0].shape), op.results[0].shape))
+    if name == "stop_gradient":
+        return tuple(idx)
+    return None
+
+
+def strided_matrix(flat: "Ix", batch_vars, i: "Var", j: "Var", rows: int, cols: int):
+    """If `flat` (an element offset over batch variables and a row i / column j) is the
+    address of a BLAS matrix in every batch, return (per-batch offsets, ld, transposed):
+    element (i, j) at offset + i * ld + j, or offset + j * ld + i when transposed."""
+    if not flat.is_affine():
+        return None
+    ci, cj = flat.coeff(i), flat.coeff(j)
+    if cj == 1 and (rows == 1 or ci >= max(cols, 1)):
+        ld, trans = (ci if rows > 1 else max(cols, 1)), False
+    elif ci == 1 and (cols == 1 or cj >= max(rows, 1)):
+        ld, trans = (cj if cols > 1 else max(rows, 1)), True
+    elif rows == 1 and cols == 1:
+        ld, trans = 1, False
+    else:
+        return None
+    if any(flat.coeff(b) < 0 for b in batch_vars):
+        return None
+    import itertools
+    offsets = []
+    for point in itertools.product(*(range(b.extent) for b in batch_vars)):
+        offsets.append(flat.const + sum(flat.coeff(b) * p for b, p in zip(batch_vars, point)))
+    return tuple(offsets), ld, trans

@@ -41,6 +41,7 @@ from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass
+from .patterns import PERMUTING_VIEWS, VIEW_OPS, operand_matrix_view, result_matrix_view, view_chain
 
 INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iota", "const",
              "gather", "stop_gradient"}
@@ -61,12 +62,6 @@ def op_class(op: Operation) -> str:
     if op.opname in INJECTIVE or get_op(op.opname).elementwise:
         return "loop"
     return "opaque"
-
-
-def is_last_two_swap(op: Operation) -> bool:
-    perm = op.attrs.get("perm", ())
-    r = len(perm)
-    return op.opname == "transpose" and r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2)
 
 
 class _Kernel:
@@ -93,24 +88,38 @@ class _Fuser:
         self.materialized: set[Value] = set()
         self.kernel_of: dict[Value, _Kernel] = {}
         self.kernels: list[_Kernel] = []
+        self._members: dict[_Kernel, list[Operation]] = {}
+        self._inputs: dict[_Kernel, list[Value]] = {}
 
     # -- step 1: what is stored ------------------------------------------------------------
     def must_store(self) -> set[Value]:
-        """Operands that a matmul or an opaque op reads from memory."""
-        out = set()
+        """Values a matmul or an opaque op reads from memory. A matmul operand that is a
+        view (transpose, reshape, slice, broadcast) of a stored value is read in place
+        when BLAS can address it as a strided matrix; otherwise the operand itself is
+        stored. Iterated to a fixpoint, since storing a value cuts other views' chains."""
+        must: set[Value] = set()
         for op in self.ops:
-            cls = op_class(op)
-            if cls == "opaque":
-                out.update(op.operands)
-            elif cls == "matmul":
-                for v in op.operands:
-                    t = v.op
-                    if t is not None and is_last_two_swap(t) and all(
-                            u is not None and u.opname == "matmul" for u, _ in self.uses.get(v, ())):
-                        out.add(t.operands[0])  # the matmul kernel absorbs the transpose
-                    else:
-                        out.add(v)
-        return out
+            if op_class(op) == "opaque":
+                must.update(op.operands)
+        matmul_operands = [v for op in self.ops if op.opname == "matmul" for v in op.operands]
+        while True:
+            def stored(x, must=must):
+                return (x in must or x in self.params or x in self.outputs or x.op is None
+                        or x.op.opname not in VIEW_OPS)
+            grew = False
+            for v in matmul_operands:
+                root, chain = view_chain(v, stored)
+                if chain and root.op is not None and root.op.opname == "const":
+                    want = v
+                elif chain and operand_matrix_view(v, root, chain) is not None:
+                    want = root
+                else:
+                    want = v
+                if want not in must:
+                    must.add(want)
+                    grew = True
+            if not grew:
+                return must
 
     def decide_materialized(self) -> None:
         must = self.must_store()
@@ -148,6 +157,12 @@ class _Fuser:
 
     # -- member ops of a kernel: its homes' producers plus everything inlined ----------------
     def members(self, k: _Kernel) -> list[Operation]:
+        got = self._members.get(k)
+        if got is None:
+            got = self._members[k] = self._compute_members(k)
+        return got
+
+    def _compute_members(self, k: _Kernel) -> list[Operation]:
         seen: set[Operation] = set()
         stack = [h.op for h in k.homes]
         while stack:
@@ -164,7 +179,11 @@ class _Fuser:
         return sorted(seen, key=self.pos.__getitem__)
 
     def inputs(self, k: _Kernel, members=None) -> list[Value]:
-        members = members if members is not None else self.members(k)
+        if members is None:
+            got = self._inputs.get(k)
+            if got is None:
+                got = self._inputs[k] = self.inputs(k, self.members(k))
+            return got
         mset = set(members)
         out, seen = [], set()
         for op in members:
@@ -194,7 +213,7 @@ class _Fuser:
         return False
 
     def merge(self, into: _Kernel, other: _Kernel) -> bool:
-        deps = {k: self.deps(k) for k in self.kernels}
+        deps = _LazyDeps(self)
         if self.reachable(into, other, deps) or self.reachable(other, into, deps):
             return False
         if len(set(self.members(into)) | set(self.members(other))) > self.max_ops:
@@ -204,6 +223,9 @@ class _Fuser:
         into.homes += other.homes
         into.first = min(into.first, other.first)
         self.kernels.remove(other)
+        for k in (into, other):  # only these two kernels' member sets change
+            self._members.pop(k, None)
+            self._inputs.pop(k, None)
         return True
 
     def only_elementwise_between(self, k: _Kernel, v: Value) -> bool:
@@ -229,12 +251,33 @@ class _Fuser:
             r = k.anchor.results[0]
             readers = {u for u, _ in self.uses.get(r, ()) if u is not None}
             for kk in list(self.kernels):
-                if kk is k or kk.kind != "loop":
+                if kk is k or kk.kind != "loop" or kk not in self.kernels:
+                    continue
+                if k.kind == "matmul" and self._result_view(r, kk) is not None:
+                    self.merge(k, kk)  # the GEMM writes straight into kk's layout
                     continue
                 if all(h.type.size == r.type.size for h in kk.homes) and \
                         any(op in readers for op in self.members(kk)) and \
                         self.only_elementwise_between(kk, r):
                     self.merge(k, kk)
+
+    def _result_view(self, r: Value, kk: _Kernel):
+        """kk stores nothing but a permuted view h of matmul result r that the GEMM can
+        write directly: return the chain r -> h, else None."""
+        if len(kk.homes) != 1 or r in self.outputs:
+            return None
+        h = kk.homes[0]
+        chain, x = [], h
+        while x is not r:
+            op = x.op
+            if op is None or op.opname not in PERMUTING_VIEWS or x is not h and len(self.uses.get(x, ())) != 1:
+                return None
+            chain.append(op)
+            x = op.operands[0]
+        if len(self.uses.get(r, ())) != 1 or not chain:
+            return None
+        chain.reverse()
+        return chain if result_matrix_view(r, h, chain) is not None else None
 
     def fuse_prologues(self) -> None:
         for k in list(self.kernels):
@@ -313,6 +356,20 @@ class _Fuser:
         if len(order) != len(self.kernels):
             raise AssertionError("fuse: kernel graph has a cycle")
         return order
+
+
+class _LazyDeps:
+    """kernel -> the kernels it reads from, computed on first use (for cycle checks)."""
+
+    def __init__(self, fuser: "_Fuser"):
+        self.fuser = fuser
+        self.memo: dict = {}
+
+    def __getitem__(self, k):
+        got = self.memo.get(k)
+        if got is None:
+            got = self.memo[k] = self.fuser.deps(k)
+        return got
 
 
 class _Sink(Block):

@@ -124,3 +124,53 @@ def kernel_scratch_bytes(op: Operation) -> int:
         nbytes = red.result.type.nbytes
         return nbytes if nbytes > STACK_ACCUMULATOR_LIMIT else 0
     return 0
+
+
+# --- matmuls reading and writing views in place ------------------------------------------------
+
+VIEW_OPS = ("transpose", "reshape", "slice", "broadcast", "stop_gradient")
+PERMUTING_VIEWS = ("transpose", "reshape", "stop_gradient")
+
+
+def view_chain(v: Value, is_stored) -> tuple[Value, list[Operation]]:
+    """Walk back from `v` through view ops until a value `is_stored` says is in memory (or
+    one no view produces); returns (that root, the view ops from v back to it)."""
+    chain = []
+    while not is_stored(v) and v.op is not None and v.op.opname in VIEW_OPS:
+        chain.append(v.op)
+        v = v.op.operands[0]
+    return v, chain
+
+
+def _matrix_vars(shape):
+    from ..ir.indexing import Var
+    batch = [Var(f"b{d}", n) for d, n in enumerate(shape[:-2])]
+    i, j = Var("i", shape[-2]), Var("j", shape[-1])
+    return batch, i, j
+
+
+def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
+    """(per-batch offsets, ld, trans) when matmul operand `v` = chain(root) is a strided
+    matrix inside root's contiguous buffer (BLAS can read it in place), else None."""
+    from ..ir.indexing import Ix, linearize, operand_index, strided_matrix
+    batch, i, j = _matrix_vars(v.shape)
+    idx = tuple(Ix.of(x) for x in batch + [i, j])
+    for op in chain:
+        idx = operand_index(op, idx)
+    return strided_matrix(linearize(idx, root.shape), batch, i, j, v.shape[-2], v.shape[-1])
+
+
+def result_matrix_view(r: Value, h: Value, chain: list[Operation]):
+    """(per-batch offsets, ldc) when h = chain(r) (permuting views of a matmul result r,
+    `chain` ordered from r towards h) lets the GEMM write r straight into h's buffer."""
+    from ..ir.indexing import Ix, linearize, result_index, strided_matrix
+    batch, i, j = _matrix_vars(r.shape)
+    idx = tuple(Ix.of(x) for x in batch + [i, j])
+    for op in chain:
+        if op.opname not in PERMUTING_VIEWS:
+            return None
+        idx = result_index(op, idx)
+    got = strided_matrix(linearize(idx, h.shape), batch, i, j, r.shape[-2], r.shape[-1])
+    if got is None or got[2]:
+        return None
+    return got[0], got[1]
