@@ -24,7 +24,8 @@ from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const,
                          GemmKernel, IndexValue, InRange, Ix, Load, LoopKernel, Mod, Program,
                          ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, sx_children,
                          sx_indices)
-from .llvm_math import f32_hex, f64_hex, math_library
+from .llvm_math import INTRINSICS_F32, f32_hex, f64_hex, math_library
+from .small_gemm import prefer_loops, render_loop_gemm
 
 LL = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
       DType.bool: "i1"}
@@ -86,9 +87,10 @@ class Scope:
 
 
 class KernelRenderer:
-    def __init__(self, program: Program, threads: int):
+    def __init__(self, program: Program, threads: int, gemm: str = "auto"):
         self.program = program
         self.threads = threads
+        self.gemm_mode = gemm  # "auto" (per shape), "blas" or "loops"
         self.decls: set[str] = set()
         self.out: list[str] = []
 
@@ -106,7 +108,8 @@ class KernelRenderer:
         return "\n\n".join(p for p in parts if p) + "\n"
 
     def declare(self, text: str) -> None:
-        self.decls.add(text)
+        if text not in INTRINSICS_F32:  # the math library declares those already
+            self.decls.add(text)
 
     # -- buffers --------------------------------------------------------------------------------
     def _kernel_buffers(self, k) -> list[Buf]:
@@ -156,6 +159,8 @@ class KernelRenderer:
     # -- kernels ------------------------------------------------------------------------------
     def kernel(self, k) -> str:
         if isinstance(k, GemmKernel):
+            if self.loop_gemms(k):
+                return render_loop_gemm(self, k)
             return self.gemm(k)
         name = k.name
         bufs = self._kernel_buffers(k)
@@ -363,6 +368,11 @@ class KernelRenderer:
 
         # updates run in order on one thread (repeated indices accumulate)
         self.loops(k.loops, Scope(), body)
+
+    def loop_gemms(self, k: GemmKernel) -> bool:
+        if self.gemm_mode == "auto":
+            return prefer_loops(k)
+        return self.gemm_mode == "loops"
 
     def gemm(self, k: GemmKernel) -> str:
         """Row-major C = A B through Fortran BLAS, as column-major C^T = B^T A^T: B is
@@ -648,5 +658,5 @@ def _outer_extent_and_work(k) -> tuple[int, int]:
     raise AssertionError(type(k))
 
 
-def render_program(program: Program, threads: int = 1) -> str:
-    return KernelRenderer(program, threads).render()
+def render_program(program: Program, threads: int = 1, gemm: str = "auto") -> str:
+    return KernelRenderer(program, threads, gemm).render()
