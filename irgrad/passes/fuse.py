@@ -127,7 +127,7 @@ class _Fuser:
         for op in self.ops:
             cls = op_class(op)
             for r in op.results:
-                users = [u for u, _ in self.uses.get(r, ())]
+                users = {u for u, _ in self.uses.get(r, ())}  # distinct ops (x * x reads x once)
                 if r in self.outputs or r in must or cls in ("matmul", "reduce", "opaque"):
                     self.materialized.add(r)
                     continue
