@@ -119,7 +119,23 @@ class Ix:
 
 
 def _make(acc: dict, const: int) -> Ix:
-    terms = tuple(sorted(((a, c) for a, c in acc.items() if c), key=lambda t: repr(t[0])))
+    acc = {a: c for a, c in acc.items() if c}
+    # (x // d) * (c d) + (x % d) * c == c x: the split that delinearizing made, undone
+    while True:
+        pair = next(((q, r) for q in acc if isinstance(q, FloorDiv)
+                     for r in acc if isinstance(r, Mod) and r.x == q.x and r.d == q.d
+                     and acc[q] == acc[r] * q.d), None)
+        if pair is None:
+            break
+        q, r = pair
+        c = acc.pop(r)
+        del acc[q]
+        for a, k in q.x.terms:
+            acc[a] = acc.get(a, 0) + c * k
+            if not acc[a]:
+                del acc[a]
+        const += c * q.x.const
+    terms = tuple(sorted(acc.items(), key=lambda t: repr(t[0])))
     return Ix(terms, const)
 
 
@@ -183,7 +199,34 @@ def floordiv(x: Ix, d: int) -> Ix:
     lo, hi = x.bounds()
     if lo // d == hi // d:
         return Ix.of(lo // d)
+    red = _reduce_by_gcd(x, d)
+    if red is not None:
+        big, small, g = red
+        return floordiv(big, d // g)
     return Ix.of(FloorDiv(x, d))
+
+
+def _reduce_by_gcd(x: Ix, d: int):
+    """Split x = g * big + small with g | d and 0 <= small < g, so that
+    x // d == big // (d / g) and x % d == (big % (d / g)) * g + small; or None.
+
+    (384 i + j) // 24576 with 0 <= j < 384 is i // 64: the split a reshape of a reshape
+    makes, which would otherwise hide an affine index."""
+    import math
+    terms = sorted(x.terms, key=lambda t: abs(t[1]))
+    for m in range(1, len(terms) + 1):
+        small, large = terms[:m], terms[m:]
+        g = d
+        for _, c in large:
+            g = math.gcd(g, c)
+        if g <= 1:
+            continue
+        s = _make(dict(small), x.const % g)
+        lo, hi = s.bounds()
+        if lo >= 0 and hi < g:
+            big = _make({a: c // g for a, c in large}, x.const // g)
+            return big, s, g
+    return None
 
 
 def mod(x: Ix, d: int) -> Ix:
@@ -197,6 +240,10 @@ def mod(x: Ix, d: int) -> Ix:
     lo, hi = x.bounds()
     if lo >= 0 and hi < d:
         return x
+    red = _reduce_by_gcd(x, d)
+    if red is not None:
+        big, small, g = red
+        return mod(big, d // g) * g + small
     return Ix.of(Mod(x, d))
 
 

@@ -12,7 +12,7 @@ Rules (x, y values; c a splat constant):
   x + (-y) -> x - y;  (-x) + y -> y - x;  x - (-y) -> x + y;  (-x) * (-y) -> x * y
   -(-x) -> x;  max(x, x), min(x, x) -> x;  x * 0 -> 0 for integers
   select(true, a, b) -> a;  select(false, a, b) -> b;  select(c, a, a) -> a
-  select(c, 0, 0 ...) patterns: -select(c, a, 0) -> select(c, -a, 0)  (one use)
+  -select(c, a, 0) -> select(c, -a, -0);  -select(c, 0, b) -> select(c, -0, -b)  (one use)
   cast to the same dtype -> x;  cast(cast(x: f32) to f64) to f32 -> x
   transpose(transpose(x)) -> one transpose (or x);  identity transpose -> x
   reshape(reshape(x)) -> one reshape;  reshape to the same shape -> x
@@ -20,6 +20,7 @@ Rules (x, y values; c a splat constant):
   broadcast(c) -> a larger splat constant
   reduce over no axes -> x;  reduce over size-1 axes only -> reshape
   slice of everything, pad by nothing, concat of one value -> x
+  pad(a) + pad(b) side by side on one axis -> pad(concat(a, b));  nested concats flatten
   stop_gradient(stop_gradient(x)) -> stop_gradient(x)
 The pass runs its rules to a fixpoint (bounded), then removes what became dead.
 """
@@ -94,7 +95,49 @@ class _Rules:
             return self.b.sub(x, n.operands[0])
         if (n := _defining(x, "neg")) is not None:
             return self.b.sub(y, n.operands[0])
-        return None
+        return self._adjacent_pads(x, y)
+
+    def _adjacent_pads(self, x, y):
+        """pad(a) + pad(b) with windows side by side on one axis -> pad(concat(a, b)).
+
+        This is how the gradient of several slices of one tensor arrives (attention's
+        q, k, v cut from one projection): as padded pieces added together. A concat is a
+        layout the matmuls producing the pieces can write into directly."""
+        px, py = _defining(x, "pad"), _defining(y, "pad")
+        if px is None or py is None:
+            return None
+        a, b = px.operands[0], py.operands[0]
+        axes = [d for d in range(len(x.shape)) if a.shape[d] != x.shape[d] or b.shape[d] != x.shape[d]]
+        if len(axes) != 1:
+            return None
+        ax = axes[0]
+        (la, lb), n_a, n_b = (px.attrs["low"][ax], py.attrs["low"][ax]), a.shape[ax], b.shape[ax]
+        if la + n_a == lb:
+            first, second, low = a, b, la
+        elif lb + n_b == la:
+            first, second, low = b, a, lb
+        else:
+            return None
+        cat = self.b.concat([first, second], ax)
+        lows = [0] * len(x.shape)
+        highs = [0] * len(x.shape)
+        lows[ax], highs[ax] = low, x.shape[ax] - low - n_a - n_b
+        return cat if lows[ax] == 0 and highs[ax] == 0 else self.b.pad(cat, lows, highs)
+
+    def r_concat(self, op, *xs):
+        if len(xs) == 1:
+            return xs[0]
+        # concat(concat(a, b), c) -> concat(a, b, c) along the same axis
+        ax = op.attrs["axis"]
+        flat, changed = [], False
+        for x in xs:
+            inner = _defining(x, "concat")
+            if inner is not None and inner.attrs["axis"] == ax:
+                flat.extend(inner.operands)
+                changed = True
+            else:
+                flat.append(x)
+        return self.b.concat(flat, ax) if changed else None
 
     def r_sub(self, op, x, y):
         if _is_neg_zero_or_zero(y):
@@ -133,11 +176,12 @@ class _Rules:
             return n.operands[0]
         s = _defining(x, "select")
         if s is not None and self.single_use(x):
+            # the zero branch is negated too (0.0 -> -0.0), so the rule stays bit-exact
             c, a, bb = s.operands
             if _is(bb, 0) and bb.dtype.is_float:
-                return self.b.select(c, self.b.neg(a), bb)
+                return self.b.select(c, self.b.neg(a), self.b.full(bb.type, -splat_value(bb)))
             if _is(a, 0) and a.dtype.is_float:
-                return self.b.select(c, a, self.b.neg(bb))
+                return self.b.select(c, self.b.full(a.type, -splat_value(a)), self.b.neg(bb))
         return None
 
     def r_max(self, op, x, y):
@@ -219,8 +263,6 @@ class _Rules:
     def r_pad(self, op, x):
         return x if op.result.shape == x.shape else None
 
-    def r_concat(self, op, *xs):
-        return xs[0] if len(xs) == 1 else None
 
 
 def simplify_block(block: Block, max_rounds: int = 8) -> int:
