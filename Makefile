@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/digits_mlp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""The `irgrad` command: dump, opt, check, run, bench (and more, see `irgrad --help`).
+"""The `irgrad` command: dump, opt, check, run, bench, viz, memplan, train (see `irgrad --help`).
 
 Bad input ends with exit status 1 and one readable message (no traceback); wrong usage
 with status 2. Set IRGRAD_TRACEBACK=1 to see the traceback of an internal error.
@@ -203,6 +203,58 @@ def cmd_bench(args) -> int:
     else:
         print(f"{fn.name} on the {args.backend} backend (median of repeated calls):")
         sys.stdout.write(format_table(rows))
+    if args.plot:
+        from .plots import bench_figure
+        path = bench_figure(rows, args.plot, title=f"@{fn.name}: pipelines compared on the "
+                            f"{args.backend} backend")
+        sys.stdout.flush()
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _planned(fn, pipeline: str, grad: bool):
+    """The IR of `fn` (or of its gradient, with --grad) after `pipeline`."""
+    from .passes.manager import run_pipeline
+    if grad:
+        from .autodiff import grad_all_floats
+        fn = grad_all_floats(fn)
+    return run_pipeline(fn.ir, pipeline)
+
+
+def cmd_viz(args) -> int:
+    from .plots import graph_dot, render_dot
+    fn = load_target(args.target)
+    ir = _planned(fn, args.pipeline, args.grad)
+    out = args.output or f"{ir.name}.svg"
+    title = f"@{ir.name} after -p {args.pipeline}"
+    dot = graph_dot(ir, title=title, show_types=not args.no_types, collapse=args.collapse)
+    path, note = render_dot(dot, out)
+    if note:
+        print(f"irgrad: note: {note}", file=sys.stderr)
+    else:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_memplan(args) -> int:
+    from .passes.manager import run_pipeline
+    from .plots import memory_plan_figure
+    fn = load_target(args.target)
+    ir = _planned(fn, args.pipeline, args.grad)
+    if "arena_bytes" not in ir.attrs or not ir.ops or ir.ops[-1].mem is None:
+        ir = run_pipeline(ir, "plan-memory")  # as codegen does
+    path = memory_plan_figure(ir, args.output or f"{ir.name}-memory.png")
+    print(f"wrote {path}: arena {ir.attrs['arena_bytes']} bytes, naive {ir.attrs['naive_bytes']}, "
+          f"lower bound {ir.attrs['lower_bound_bytes']}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import run
+    module = load_python_file(args.file)
+    defaults = {k: getattr(args, k) for k in ("backend", "epochs", "pipeline", "threads", "seed")}
+    run(module, args.example_args, defaults=defaults, prog=f"irgrad train {args.file}",
+        path=args.file)
     return 0
 
 
@@ -254,7 +306,41 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="threads for the native backends")
     b.add_argument("--repeat", type=int, default=0, help="calls to time (default: about 1 s)")
     b.add_argument("--json", action="store_true", help="print a JSON list, one object per pipeline")
+    b.add_argument("--plot", metavar="OUT.png", help="also draw time and memory per pipeline "
+                   "(needs matplotlib: the viz extra)")
     b.set_defaults(func=cmd_bench)
+
+    v = sub.add_parser("viz", help="draw the IR of FILE.py:NAME as a graph (Graphviz), fused "
+                       "kernels as clusters")
+    v.add_argument("target", metavar="FILE.py:NAME")
+    v.add_argument("-o", "--output", metavar="OUT", help="OUT.svg, .png, .pdf (drawn by Graphviz's "
+                   "dot) or .dot (default NAME.svg); without Graphviz the .dot is written")
+    v.add_argument("-p", "--pipeline", default="O2", help="pass pipeline first (default O2)")
+    v.add_argument("--grad", action="store_true", help="draw the gradient function instead")
+    v.add_argument("--no-types", action="store_true", help="leave the types out of the labels")
+    v.add_argument("--collapse", action="store_true", help="one node per fused kernel (an "
+                   "overview of a large function)")
+    v.set_defaults(func=cmd_viz)
+
+    m = sub.add_parser("memplan", help="draw the memory plan of FILE.py:NAME (matplotlib)")
+    m.add_argument("target", metavar="FILE.py:NAME")
+    m.add_argument("-o", "--output", metavar="OUT.png", help="picture to write (.png, .svg, .pdf; "
+                   "default NAME-memory.png)")
+    m.add_argument("-p", "--pipeline", default="O2", help="pass pipeline (default O2; plan-memory "
+                   "runs last if the pipeline does not)")
+    m.add_argument("--grad", action="store_true", help="plan the gradient function instead")
+    m.set_defaults(func=cmd_memplan)
+
+    t = sub.add_parser("train", help="run an example's training loop (FILE.py defines train(...))",
+                       description="Run the train(...) function of an example file (see "
+                       "irgrad/train.py for the protocol). Options after FILE.py that are not "
+                       "listed here go to the example: irgrad train FILE.py --help lists them.")
+    t.add_argument("file", metavar="FILE.py")
+    from .train import add_common_arguments
+    add_common_arguments(t)
+    t.add_argument("example_args", nargs=argparse.REMAINDER, metavar="...",
+                   help="options of the example itself")
+    t.set_defaults(func=cmd_train)
     return p
 
 

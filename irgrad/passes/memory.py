@@ -304,7 +304,9 @@ def _legal_share(a, b) -> bool:
         return True
     if a[3] == b[2]:
         ri = opb.results.index(vb)
-        return any(x is va and inplace_safe(opb, i, ri) for i, x in enumerate(opb.operands))
+        # the dying value may be read directly or through a view of it (a reshape)
+        return any(_same_view_root(x) is _same_view_root(va) and inplace_safe(opb, i, ri)
+                   for i, x in enumerate(opb.operands))
     # a view chain: both views of the same storage at the same offset
     return _same_view_root(va) is _same_view_root(vb)
 
