@@ -18,9 +18,9 @@ from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
 from ..ir.registry import get_op
 from ..ir.types import DType
-from ..passes.patterns import (PERMUTING_VIEWS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form,
+from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form,
                                kernel_scratch_bytes, operand_matrix_view, reduction_layout,
-                               region_anchor, result_matrix_view, view_chain)
+                               region_anchor, result_matrix_view, view_chain, writer_chain)
 from ..ir.indexing import result_index
 from ..ir.indexing import operand_index
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
@@ -245,7 +245,9 @@ class ProgramBuilder:
             # a plain op is a region of one op whose arguments are its operands
             kernel = self.lower_region(name, op, [op], op.results, outs, sources, scratch,
                                        plain_operands={v: self._source(v) for v in op.operands})
-        if kernel is not None:
+        if isinstance(kernel, list):
+            self.kernels.extend(kernel)
+        elif kernel is not None:
             self.kernels.append(kernel)
 
     def _source(self, v: Value):
@@ -329,8 +331,8 @@ class ProgramBuilder:
 
     def lower_gemm(self, name, op, ops, outputs, outs, sources, ev, scratch) -> GemmKernel:
         mms = [o for o in ops if o.opname == "matmul"]
-        if len(mms) != 1:
-            raise IrgradError(f"lowering: a matmul kernel holds {len(mms)} matmuls")
+        if len(mms) > 1:
+            return self.lower_gemm_writers(name, mms, outputs, outs, sources)
         mm = mms[0]
         av, bv = (self._gemm_operand(v, sources) for v in mm.operands)
         shape = mm.result.shape
@@ -352,9 +354,11 @@ class ProgramBuilder:
             c = cview(target)
         if c is None:
             for v, buf in out_map.items():
-                chain = _permuting_chain(mm.result, v)
+                chain = writer_chain(mm.result, v)
+                if chain and any(o.opname == "concat" for o, _ in chain):
+                    chain = None
                 view = result_matrix_view(mm.result, v, chain) if chain else None
-                if view is not None:
+                if view is not None and not view[2]:
                     c = MatrixView(buf, view[0], view[1], False)
                     sources.set(mm.result, _strided_loads(buf, mm.result, v, chain))
                     target, written = buf, v
@@ -384,6 +388,30 @@ class ProgramBuilder:
             epilogue = self.lower_loop(name + "_epilogue", [v for v, _ in rest], [bf for _, bf in rest],
                                        ev, shape)
         return GemmKernel(name, dt, batch, m, n, k, av, bv, c, 1.0, 0.0, epilogue)
+
+    def lower_gemm_writers(self, name, mms, outputs, outs, sources) -> list:
+        """Several matmuls that each write their piece of one result (fuse's concat
+        writers): one GEMM per piece, straight into the result's buffer."""
+        if len(outputs) != 1:
+            raise IrgradError("lowering: concat writers must yield one value")
+        h, buf = outputs[0], outs[0]
+        kernels = []
+        for n, mm in enumerate(mms):
+            chain = writer_chain(mm.result, h)
+            view = result_matrix_view(mm.result, h, chain) if chain else None
+            if view is None:
+                raise IrgradError("lowering: a matmul of a concat-writer kernel cannot write its piece")
+            av, bv = (self._gemm_operand(v, sources) for v in mm.operands)
+            shape = mm.result.shape
+            m, n_, k = shape[-2], shape[-1], mm.operands[0].shape[-1]
+            offsets, ld, trans = view
+            if trans:  # a transposed piece: compute C^T = B^T A^T, which is row-major there
+                av, bv = (MatrixView(bv.buf, bv.offsets, bv.ld, not bv.trans),
+                          MatrixView(av.buf, av.offsets, av.ld, not av.trans))
+                m, n_ = n_, m
+            kernels.append(GemmKernel(f"{name}_{n}", mm.result.dtype, math.prod(shape[:-2]),
+                                      m, n_, k, av, bv, MatrixView(buf, offsets, ld, False)))
+        return kernels
 
     def _gemm_operand(self, v: Value, sources: Sources) -> MatrixView:
         """A matmul operand as a strided matrix in some buffer (views read in place)."""
@@ -418,24 +446,12 @@ class ProgramBuilder:
                              ev.at(upd, loops))
 
 
-def _permuting_chain(r: Value, h: Value):
-    """The permuting view ops from r to h (r first), if h is such a view of r."""
-    chain, x = [], h
-    while x is not r:
-        if x.op is None or x.op.opname not in PERMUTING_VIEWS:
-            return None
-        chain.append(x.op)
-        x = x.op.operands[0]
-    chain.reverse()
-    return chain
-
-
 def _strided_loads(buf: Buf, r: Value, h: Value, chain):
     """Source of r's elements when they live in h's buffer (h = chain(r))."""
     def load(idx):
         j = tuple(idx)
-        for op in chain:
-            j = result_index(op, j)
+        for op, pos in chain:
+            j = result_index(op, j, pos)
         return Load(r.dtype, buf, linearize(j, h.shape))
     return load
 

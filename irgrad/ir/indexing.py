@@ -303,10 +303,15 @@ def operand_index(op, idx) -> tuple | None:
     return None
 
 
-def result_index(op, idx) -> tuple | None:
-    """The result index a permuting view op (transpose, reshape, stop_gradient) writes
-    operand element `idx` to (the inverse of `operand_index`), or None for other ops."""
+def result_index(op, idx, operand: int = 0) -> tuple | None:
+    """The result index a permuting view op (transpose, reshape, stop_gradient) or a
+    concat writes element `idx` of operand number `operand` to (the inverse of
+    `operand_index`), or None for other ops."""
     name = op.opname
+    if name == "concat":
+        ax = op.attrs["axis"]
+        off = sum(v.shape[ax] for v in op.operands[:operand])
+        return tuple(i + off if d == ax else i for d, i in enumerate(idx))
     if name == "transpose":
         return tuple(idx[p] for p in op.attrs["perm"])
     if name == "reshape":

@@ -21,7 +21,9 @@ region stays within `max-ops` ops:
   result is no longer stored unless someone else needs it;
 - prologues: a loop kernel whose output feeds a reduction elementwise joins the
   reduction, which then stores it while reducing (softmax's exp(x - max));
-- siblings: loop kernels over the same shape that read a common input join.
+- siblings: loop kernels over the same shape that read a common input join;
+- concat writers: matmuls whose results are only assembled (permuted, concatenated) into
+  one stored value write their pieces of it directly.
 
 A kernel of one op stays a plain op. Region text:
 
@@ -41,7 +43,8 @@ from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass
-from .patterns import PERMUTING_VIEWS, VIEW_OPS, operand_matrix_view, result_matrix_view, view_chain
+from .patterns import (PERMUTING_VIEWS, VIEW_OPS, operand_matrix_view, result_matrix_view, view_chain,
+                       writer_chain)
 
 INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iota", "const",
              "gather", "stop_gradient"}
@@ -212,12 +215,13 @@ class _Fuser:
             stack.extend(deps[k])
         return False
 
-    def merge(self, into: _Kernel, other: _Kernel) -> bool:
-        deps = _LazyDeps(self)
-        if self.reachable(into, other, deps) or self.reachable(other, into, deps):
-            return False
-        if len(set(self.members(into)) | set(self.members(other))) > self.max_ops:
-            return False
+    def merge(self, into: _Kernel, other: _Kernel, checked: bool = False) -> bool:
+        if not checked:
+            deps = _LazyDeps(self)
+            if self.reachable(into, other, deps) or self.reachable(other, into, deps):
+                return False
+            if len(set(self.members(into)) | set(self.members(other))) > self.max_ops:
+                return False
         for h in other.homes:
             self.kernel_of[h] = into
         into.homes += other.homes
@@ -267,17 +271,78 @@ class _Fuser:
         if len(kk.homes) != 1 or r in self.outputs:
             return None
         h = kk.homes[0]
-        chain, x = [], h
-        while x is not r:
-            op = x.op
-            if op is None or op.opname not in PERMUTING_VIEWS or x is not h and len(self.uses.get(x, ())) != 1:
-                return None
-            chain.append(op)
-            x = op.operands[0]
-        if len(self.uses.get(r, ())) != 1 or not chain:
+        chain = writer_chain(r, h)
+        if not chain or any(op.opname == "concat" for op, _ in chain) or not self._single_path(r, chain):
             return None
-        chain.reverse()
-        return chain if result_matrix_view(r, h, chain) is not None else None
+        view = result_matrix_view(r, h, chain)
+        return chain if view is not None and not view[2] else None
+
+    def _single_path(self, r: Value, chain) -> bool:
+        """r and every value between it and the end of `chain` have one reader, the next
+        op of the chain (nothing else needs them in their own layout)."""
+        x = r
+        for op, _ in chain:
+            users = self.uses.get(x, ())
+            if len(users) != 1 or users[0][0] is not op:
+                return False
+            x = op.result
+        return True
+
+    def fuse_concat_writers(self) -> None:
+        """A loop kernel storing h = concat of permuted views of matmul results (attention's
+        dq, dk, dv assembled into d(qkv)) joins those matmuls: each GEMM writes its piece
+        of h in place, and no copy remains."""
+        for kk in list(self.kernels):
+            if kk not in self.kernels or kk.kind != "loop" or len(kk.homes) != 1:
+                continue
+            h = kk.homes[0]
+            x = h
+            while x.op is not None and x.op.opname in PERMUTING_VIEWS:
+                x = x.op.operands[0]
+            if x.op is None or x.op.opname != "concat" or h in self.outputs:
+                continue
+            writers = []
+            for v in x.op.operands:
+                r = v
+                while r.op is not None and r.op.opname in PERMUTING_VIEWS:
+                    r = r.op.operands[0]
+                k = self.kernel_of.get(r)
+                chain = writer_chain(r, h) if k is not None else None
+                if (k is None or k.kind != "matmul" or k.homes != [r] or r in self.outputs
+                        or chain is None or not self._single_path(r, chain)
+                        or result_matrix_view(r, h, chain) is None or k in writers):
+                    break
+                writers.append(k)
+            else:
+                if self._can_merge_all([kk] + writers):
+                    first = writers[0]
+                    for k in [kk] + writers[1:]:
+                        self.merge(first, k, checked=True)
+
+    def _can_merge_all(self, group) -> bool:
+        """No dependency path between two kernels of `group` leaves the group, and the
+        merged region stays within max-ops."""
+        members = set()
+        for k in group:
+            members.update(self.members(k))
+        if len(members) > self.max_ops:
+            return False
+        inside = set(group)
+        deps = _LazyDeps(self)
+        for b in group:
+            for d in deps[b]:
+                if d in inside:
+                    continue
+                stack, seen = [d], set()
+                while stack:
+                    k = stack.pop()
+                    if k in inside:
+                        return False
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                    stack.extend(deps[k])
+        return True
 
     def fuse_prologues(self) -> None:
         for k in list(self.kernels):
@@ -394,6 +459,7 @@ def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> Fun
     fz.decide_materialized()
     fz.make_kernels()
     fz.fuse_epilogues()
+    fz.fuse_concat_writers()
     fz.fuse_prologues()
     fz.fuse_siblings()
     fz.rebuild()

@@ -3,7 +3,8 @@
 A pass is a small frozen dataclass with a kebab-case `name`; its fields are exactly its
 options, so `fuse{max-ops=32}` parses straight into `FusePass(max_ops=32)`. Pipelines are
 comma-separated pass names with optional `{key=value, ...}` options; the presets `O0`,
-`O1`, `O2` expand in place and can be mixed with passes (`"O1,fuse"`).
+`O1`, `O2` expand in place and can be mixed with passes (`"O1,fuse"`). O1's passes repeat
+until a round changes nothing (at most 4 rounds), so O1 applied twice equals O1 once.
 
 `run_pipeline` never mutates its input: it works on a copy, verifies after every pass
 (unless `verify=False`), and offers print-before/after hooks, `--print-after=NAME`,
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import PipelineError
+from ..errors import PipelineError, VerifyError
 from ..ir.core import Function, Module, clone_function
 from ..ir.printer import print_function
 from ..ir.verifier import verify_function
@@ -30,8 +31,12 @@ PASSES: dict[str, type["Pass"]] = {}
 PRESETS = {
     "O0": "",
     "O1": "constant-fold,simplify,cse,dce",
-    "O2": "constant-fold,simplify,cse,dce,fuse,plan-memory",
+    "O2": "O1,fuse,plan-memory",
 }
+# Presets whose passes repeat until a round changes nothing (each pass can expose work
+# for an earlier one: cse turns max(exp(x), exp(x)) into max(e, e), which simplify
+# removes), so that running O1 on its own output changes nothing.
+FIXPOINT_PRESETS = {"O1": 4}  # preset -> most rounds
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,11 @@ def parse_pipeline(text: str) -> list[Pass]:
         if name in PRESETS:
             if opts:
                 raise PipelineError(f"the preset {name} takes no options")
-            out += parse_pipeline(PRESETS[name])
+            inner = parse_pipeline(PRESETS[name])
+            if name in FIXPOINT_PRESETS:
+                out.append(Fixpoint(name, tuple(inner), FIXPOINT_PRESETS[name]))
+            else:
+                out += inner
             continue
         cls = PASSES.get(name)
         if cls is None:
@@ -165,8 +174,25 @@ def _convert_option(pname, key, raw, fld):
             return tuple(int(x) for x in inner.split(",")) if inner else ()
         return raw
     except ValueError:
-        kind = type(default).__name__
-        raise PipelineError(f"option '{key}' of pass '{pname}' expects a {kind}, got {raw!r}") from None
+        kind = ("true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int)
+                else "a number" if isinstance(default, float)
+                else "a list of integers like [0, 1]" if isinstance(default, tuple)
+                else f"a {type(default).__name__}")
+        raise PipelineError(f"option '{key}' of pass '{pname}' expects {kind}, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Fixpoint:
+    """A group of passes run again while a round still changes the IR (at most
+    `max_rounds` rounds). Every executed pass is verified and instrumented as usual; the
+    round that finds nothing left to do runs quietly on a copy and is discarded."""
+
+    name: str
+    passes: tuple
+    max_rounds: int = 4
+
+    def spec(self) -> str:
+        return self.name
 
 
 @dataclass
@@ -180,6 +206,7 @@ class Instruments:
     dump_dir: str | None = None
     stream: object = None
     timings: list = dataclasses.field(default_factory=list)
+    dumped: set = dataclasses.field(default_factory=set)  # dump files this run has started
 
     def out(self):
         return self.stream if self.stream is not None else sys.stderr
@@ -208,22 +235,61 @@ def _run_function(f: Function, passes, verify: bool, inst: Instruments) -> Funct
     if inst.dump_dir:
         os.makedirs(inst.dump_dir, exist_ok=True)
         _dump(inst, 0, "input", f)
-    for i, p in enumerate(passes, 1):
-        if inst.print_before_all:
-            _print(inst, f"IR Dump Before {p.spec()}", f)
-        t0 = time.perf_counter()
-        f = p.run(f)
-        dt = time.perf_counter() - t0
-        if verify and p.name != "verify":
-            verify_function(f)
-        inst.timings.append((p.spec(), f.name, dt))
-        if inst.print_after_all or p.name in inst.print_after:
-            _print(inst, f"IR Dump After {p.spec()}", f)
-        if inst.dump_dir:
-            _dump(inst, i, p.name, f)
+    n = 0  # passes run so far (numbers the dump files)
+    for p in passes:
+        if isinstance(p, Fixpoint):
+            f, n = _run_fixpoint(f, p, verify, inst, n)
+        else:
+            n += 1
+            f = _run_pass(f, p, verify, inst, n)
     if inst.time_passes:
         _print_timings(inst, f.name)
     return f
+
+
+def _run_fixpoint(f: Function, group: Fixpoint, verify: bool, inst: Instruments, n: int):
+    for round_ in range(group.max_rounds):
+        if round_:
+            # would another round change anything? try it quietly on a copy
+            t0 = time.perf_counter()
+            trial = clone_function(f)
+            for p in group.passes:
+                trial = p.run(trial)
+            inst.timings.append((f"({group.name}: fixpoint check)", f.name, time.perf_counter() - t0))
+            if print_function(trial) == print_function(f):
+                break
+        for p in group.passes:
+            n += 1
+            f = _run_pass(f, p, verify, inst, n)
+    return f, n
+
+
+def _run_pass(f: Function, p: Pass, verify: bool, inst: Instruments, i: int) -> Function:
+    if inst.print_before_all:
+        _print(inst, f"IR Dump Before {p.spec()}", f)
+    t0 = time.perf_counter()
+    f = p.run(f)
+    dt = time.perf_counter() - t0
+    if verify and p.name != "verify":
+        try:
+            verify_function(f)
+        except VerifyError as e:
+            raise _after_pass(e, p) from None
+    inst.timings.append((p.spec(), f.name, dt))
+    if inst.print_after_all or p.name in inst.print_after:
+        _print(inst, f"IR Dump After {p.spec()}", f)
+    if inst.dump_dir:
+        _dump(inst, i, p.name, f)
+    return f
+
+
+def _after_pass(e: VerifyError, p: Pass) -> VerifyError:
+    """The verifier's error, its first line saying which pass left the IR invalid."""
+    note = f" (the IR is invalid after pass '{p.spec()}')"
+    first, sep, rest = str(e).partition("\n")
+    e.message += note
+    e.args = (first + note + sep + rest,)
+    return e
 
 
 def _print(inst: Instruments, title: str, f: Function) -> None:
@@ -234,8 +300,14 @@ def _print(inst: Instruments, title: str, f: Function) -> None:
 
 
 def _dump(inst: Instruments, i: int, name: str, f: Function) -> None:
+    # one file per pass; the functions of a module follow one another in it (appended
+    # after the first), so every file parses as the whole module at that point
     path = os.path.join(inst.dump_dir, f"{i:02d}-{name}.ir")
-    with open(path, "w") as fh:
+    mode = "a" if path in inst.dumped else "w"
+    inst.dumped.add(path)
+    with open(path, mode) as fh:
+        if mode == "a":
+            fh.write("\n")
         fh.write(f"// after {name} (pass {i}) of @{f.name}\n")
         fh.write(print_function(f))
 

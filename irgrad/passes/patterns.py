@@ -160,17 +160,36 @@ def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
     return strided_matrix(linearize(idx, root.shape), batch, i, j, v.shape[-2], v.shape[-1])
 
 
-def result_matrix_view(r: Value, h: Value, chain: list[Operation]):
-    """(per-batch offsets, ldc) when h = chain(r) (permuting views of a matmul result r,
-    `chain` ordered from r towards h) lets the GEMM write r straight into h's buffer."""
+def writer_chain(r: Value, h: Value):
+    """The ops from r to h, as (op, operand position) pairs, when h is made of r by
+    permuting views and concats only (r lands in h without arithmetic); else None."""
+    chain, x = [], h
+    while x is not r:
+        op = x.op
+        if op is None:
+            return None
+        if op.opname in PERMUTING_VIEWS:
+            chain.append((op, 0))
+            x = op.operands[0]
+            continue
+        if op.opname == "concat":
+            for pos, v in enumerate(op.operands):
+                sub = writer_chain(r, v)  # depth is bounded by the (short) view chains
+                if sub is not None:
+                    return sub + [(op, pos)] + chain[::-1]
+        return None
+    return chain[::-1]
+
+
+def result_matrix_view(r: Value, h: Value, chain):
+    """(per-batch offsets, ldc, transposed) when h = chain(r) (permuting views and concats
+    of a matmul result r, `chain` of (op, operand position) from r towards h) lets the GEMM
+    write r straight into h's buffer; a transposed C is computed as C^T = B^T A^T."""
     from ..ir.indexing import Ix, linearize, result_index, strided_matrix
     batch, i, j = _matrix_vars(r.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
-    for op in chain:
-        if op.opname not in PERMUTING_VIEWS:
+    for op, pos in chain:
+        if op.opname not in PERMUTING_VIEWS and op.opname != "concat":
             return None
-        idx = result_index(op, idx)
-    got = strided_matrix(linearize(idx, h.shape), batch, i, j, r.shape[-2], r.shape[-1])
-    if got is None or got[2]:
-        return None
-    return got[0], got[1]
+        idx = result_index(op, idx, pos)
+    return strided_matrix(linearize(idx, h.shape), batch, i, j, r.shape[-2], r.shape[-1])
