@@ -11,7 +11,7 @@ STAMP := $(VENV)/.irgrad-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,examples,viz]'
+	$(PY) -m pip install -q -e '.[dev,examples,viz,nvrtc]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,3 +27,12 @@ clean:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+
+# On a GPU machine (no network; python3 with torch): pycuda and missing test deps from the
+# carried .gpu-wheels, cubins from .gpu-cache (both made here by
+# `$(PY) benchmarks/gpu_check.py --prepare`), then `pytest -m gpu` and the W1-W4 benchmark
+# against PyTorch; results (gpu-tests.txt, cuda-bench.md/.json) go to $$OUT or gpu-results/.
+# Without a GPU it stops at once and says why.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out "$(if $(OUT),$(OUT),gpu-results)"

@@ -33,9 +33,20 @@ def _sum_vjp(b, op, cts, wanted):
     return [b.broadcast(cts[0], x.shape, kept_axes(len(x.shape), op.attrs["axes"]))]
 
 
+def _c_order(x) -> np.ndarray:
+    """x as a C-contiguous array (0-d arrays stay 0-d, unlike np.ascontiguousarray)."""
+    x = np.asarray(x)
+    return x if x.flags.c_contiguous else np.array(x, order="C")
+
+
+# The reference must give the same bits for the same values whatever their memory layout:
+# numpy sums (pairwise along the innermost contiguous axis) and BLAS products take other
+# paths on a transposed or broadcast view than on a C-contiguous array, and passes change
+# layouts freely (constant-fold materializes a transposed constant; fusion and simplify
+# change which views reach an op). So sums and products read C-contiguous operands.
 register(OpDef(
     name="reduce_sum", infer=_reduce_infer("reduce_sum"),
-    reference=lambda xs, op: [np.sum(xs[0], axis=op.attrs["axes"], dtype=xs[0].dtype)],
+    reference=lambda xs, op: [np.sum(_c_order(xs[0]), axis=op.attrs["axes"], dtype=xs[0].dtype)],
     vjp=_sum_vjp,
     jvp=lambda b, op, ts: [b.reduce_sum(ts[0], op.attrs["axes"])],
     attrs={"axes": AttrSpec("ints")}, num_operands=1,
@@ -99,7 +110,7 @@ def _matmul_jvp(b, op, ts):
 
 register(OpDef(
     name="matmul", infer=_matmul_infer,
-    reference=lambda xs, op: [np.matmul(xs[0], xs[1])],
+    reference=lambda xs, op: [np.matmul(_c_order(xs[0]), _c_order(xs[1]))],
     vjp=_matmul_vjp, jvp=_matmul_jvp, num_operands=2,
     doc="[..., m, k] @ [..., k, n] -> [..., m, n], batch dims equal."))
 

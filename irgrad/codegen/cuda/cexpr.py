@@ -27,6 +27,7 @@ MT = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "lon
       DType.bool: "unsigned char"}
 INT32_LIMIT = 2**31 - 1
 ACC_VAR = Var("__acc", 1)  # what an accumulator reference depends on (bound in epilogues)
+LANE_BASE = Var("__lane_base", 1)  # what a lane-invariant index depends on (the group scope)
 
 
 def literal(value, dtype: DType) -> str:
@@ -153,6 +154,9 @@ class ExprRenderer:
     def __init__(self, ptr_of, vector_load=None):
         self.ptr_of = ptr_of
         self.vector_load = vector_load
+        self.lane_index = None  # vectorized loops: an index of lane j from lane 0's
+        self.lane_var = None  # vectorized loops: the lane variable ...
+        self.lane_invariant = None  # ... and which indices do not change across lanes
         self.n = 0
         self._deps: dict = {}
 
@@ -167,6 +171,8 @@ class ExprRenderer:
             return got
         if isinstance(x, Ix):
             out = frozenset(x.vars())
+            if self.lane_var in out and self.lane_invariant(x):
+                out = (out - {self.lane_var}) | {LANE_BASE}
         elif isinstance(x, AccRef):
             out = frozenset({ACC_VAR})
         else:
@@ -197,6 +203,11 @@ class ExprRenderer:
         got = home.lookup(key)
         if got is not None:
             return got
+        if self.lane_index is not None:
+            alt = self.lane_index(ix, scope)
+            if alt is not None:
+                home.memo[key] = alt
+                return alt
         wide = ix_magnitude(ix) > INT32_LIMIT
         ty = "long long" if wide else "int"
         parts = []

@@ -40,7 +40,8 @@ from .renderer import CudaProgram, Launch, render_cuda_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "emu_runtime.h")
-CXXFLAGS = ["-O1", "-std=c++17", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w"]
+CXXFLAGS = ["-O1", "-std=c++17", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w",
+            "-U_FORTIFY_SOURCE"]
 ALIGN = 256
 _lock = threading.Lock()
 
@@ -80,7 +81,7 @@ def emulation_source(cp: CudaProgram) -> str:
 
 
 def _cache_dir() -> str | None:
-    from ..cpu.jit import cache_dir
+    from .runtime import cache_dir
     d = cache_dir()
     return os.path.join(d, "cuda-emu") if d else None
 
@@ -216,7 +217,7 @@ def run_emulated(planned_ir, args, **render_options) -> list[np.ndarray]:
         if kind == "arena":
             outs.append(np.array(ep.arena_view(where, t)))
         elif kind == "param":
-            outs.append(np.array(ep.params[where]))
+            outs.append(np.array(ep.params[where]).reshape(t.shape))
         else:
             outs.append(np.array(where))
     return outs
@@ -258,11 +259,11 @@ class EmulatedDevice:
         else:
             fn()
 
-    def htod(self, ptr: int, host: np.ndarray) -> None:
+    def htod(self, ptr: int, host: np.ndarray, pinned: bool = False) -> None:
         host = np.ascontiguousarray(host)
         self._do(lambda: ctypes.memmove(ptr, host.ctypes.data, host.nbytes))
 
-    def dtoh(self, host: np.ndarray, ptr: int) -> None:
+    def dtoh(self, host: np.ndarray, ptr: int, pinned: bool = False) -> None:
         self._do(lambda: ctypes.memmove(host.ctypes.data, ptr, host.nbytes))
 
     def dtod(self, dst: int, src: int, nbytes: int) -> None:

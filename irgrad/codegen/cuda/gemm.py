@@ -2,8 +2,8 @@
 
 The wrapper offsets A, B and C by the batch's `MatrixView` offsets (blockIdx.z; an
 arithmetic progression inline, any other offsets from a `__constant__` table) and calls
-`irg_gemm<T, BM, BN, BK, TM, TN, TA, TB>` with the sizes, leading dimensions, alpha and
-beta as literals (the template is force-inlined, so they fold into the code).
+the non-inlined `irg_gemm<T, BM, BN, BK, TM, TN, TA, TB, I>` with the sizes, leading
+dimensions, alpha and beta (I: int, or long long for views spanning 2^31 elements).
 
 Tile shapes (256 threads each): 128x128x8 with 8x8 per thread when that still gives at
 least `MIN_BLOCKS` blocks, else 64x64x16 (4x4 per thread), else 32x32x32 (2x2): small
@@ -74,15 +74,18 @@ def render_gemm(k: GemmKernel, name: str, tf32: bool = False):
     oc = _offset_expr(name, "c", k.c, k.batch, glob)
     alpha, beta = literal(k.alpha, k.dtype), literal(k.beta, k.dtype)
     ta, tb = str(k.a.trans).lower(), str(k.b.trans).lower()
+    span = max(max(v.offsets) + v.ld * max(k.m, k.n, k.k) for v in (k.a, k.b, k.c))
+    it = "int" if span < 2**31 - 1 else "long long"
+    sfx = "" if it == "int" else "LL"
     if use_tf32:
         bm, bn, threads = 64, 64, 128
-        call = f"irg_gemm_tf32<{ta}, {tb}>"
+        call = f"irg_gemm_tf32<{ta}, {tb}, {it}>"
         strategy = "gemm tf32 wmma 64x64x16"
         shared = (64 * 20 + 16 * 68 + 4 * 32 * 36) * 4
     else:
         bm, bn, bk, tm, tn = pick_tile(k)
         threads = (bm // tm) * (bn // tn)
-        call = f"irg_gemm<{ct}, {bm}, {bn}, {bk}, {tm}, {tn}, {ta}, {tb}>"
+        call = f"irg_gemm<{ct}, {bm}, {bn}, {bk}, {tm}, {tn}, {ta}, {tb}, {it}>"
         strategy = f"gemm {bm}x{bn}x{bk}"
         shared = (bk * (bm + 4) + bk * (bn + 4)) * k.dtype.itemsize
     gz = min(k.batch, MAX_GRID_Z)
@@ -90,7 +93,7 @@ def render_gemm(k: GemmKernel, name: str, tf32: bool = False):
     lines = [f'extern "C" __global__ void __launch_bounds__({threads}) {name}({params}) {{',
              f"  for (long long z = blockIdx.z; z < {k.batch}; z += gridDim.z) {{",
              f"    {call}({pa} + ({oa}), {pb} + ({ob}), {pc} + ({oc}),",
-             f"        {k.m}, {k.n}, {k.k}, {k.a.ld}LL, {k.b.ld}LL, {k.c.ld}LL, {alpha}, {beta});",
+             f"        {k.m}, {k.n}, {k.k}, {k.a.ld}{sfx}, {k.b.ld}{sfx}, {k.c.ld}{sfx}, {alpha}, {beta});",
              "  }",
              "}"]
     grid = (-(-k.n // bn), -(-k.m // bm), gz)

@@ -112,15 +112,38 @@ template <int NT, class T, class Op> IRG_DEV T irg_block_reduce(T v, T* smem, T 
 }
 
 // ---- tiled GEMM: C = alpha * A @ B + beta * C (one matrix; views may be transposed) -----
-template <class T, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB>
-IRG_DEV void irg_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
-                      const int M, const int N, const int K, const long long lda,
-                      const long long ldb, const long long ldc, const T alpha, const T beta) {
+template <class T, int V> struct IrgVec { using type = T; };
+template <> struct IrgVec<float, 2> { using type = float2; };
+template <> struct IrgVec<float, 4> { using type = float4; };
+template <> struct IrgVec<double, 2> { using type = double2; };
+// V adjacent elements of shared memory (aligned to V * sizeof(T)) in one access
+template <class T, int V> IRG_DEV void irg_lds(const T* p, T* out) {
+  using VT = typename IrgVec<T, V>::type;
+  static_assert(sizeof(VT) == V * sizeof(T), "no vector type of this width");
+  const VT v = *reinterpret_cast<const VT*>(p);
+  const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+  for (int q = 0; q < V; ++q) out[q] = e[q];
+}
+
+// Not inlined: one instantiation per (type, tile, transposes, index type) is compiled once
+// and shared by every GEMM of that shape class (compile time grows with distinct shapes,
+// not with the number of GEMMs); sizes, strides and scalars are runtime arguments.
+template <class T, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, class I>
+__device__ __noinline__ void irg_gemm(const T* __restrict__ A, const T* __restrict__ B,
+                                      T* __restrict__ C, const int M, const int N, const int K,
+                                      const I lda, const I ldb, const I ldc, const T alpha,
+                                      const T beta) {
   constexpr int NTX = BN / TN, NTY = BM / TM, NT = NTX * NTY;
   constexpr int LA = BM * BK / NT, LB = BK * BN / NT;
+  // a thread's rows (columns) come in groups of VM (VN) adjacent ones, read from shared
+  // memory as one 8- or 16-byte vector: row of element a = (a/VM)*NTY*VM + ty*VM + a%VM
+  constexpr int VM = TM * (int)sizeof(T) >= 16 ? 16 / (int)sizeof(T) : TM;
+  constexpr int VN = TN * (int)sizeof(T) >= 16 ? 16 / (int)sizeof(T) : TN;
   static_assert(LA * NT == BM * BK && LB * NT == BK * BN, "tile loads must divide evenly");
-  __shared__ T As[BK][BM + 4];
-  __shared__ T Bs[BK][BN + 4];
+  static_assert(TM % VM == 0 && TN % VN == 0, "micro-tile must split into vectors");
+  __shared__ __align__(16) T As[BK][BM + 4];
+  __shared__ __align__(16) T Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % NTX, ty = tid / NTX;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   T acc[TM][TN];
@@ -134,13 +157,13 @@ IRG_DEV void irg_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __res
     const int e = tid + l * NT;                                                              \
     const int i = TA ? e % BM : e / BK, kk = TA ? e / BM : e % BK;                           \
     const int gi = m0 + i, gk = (k0) + kk;                                                   \
-    ra[l] = (gi < M && gk < K) ? (TA ? A[gk * lda + gi] : A[gi * lda + gk]) : T(0);          \
+    ra[l] = (gi < M && gk < K) ? (TA ? A[(I)gk * lda + gi] : A[(I)gi * lda + gk]) : T(0);    \
   }                                                                                          \
   _Pragma("unroll") for (int l = 0; l < LB; ++l) {                                           \
     const int e = tid + l * NT;                                                              \
     const int j = TB ? e / BK : e % BN, kk = TB ? e % BK : e / BN;                           \
     const int gj = n0 + j, gk = (k0) + kk;                                                   \
-    rb[l] = (gj < N && gk < K) ? (TB ? B[gj * ldb + gk] : B[gk * ldb + gj]) : T(0);          \
+    rb[l] = (gj < N && gk < K) ? (TB ? B[(I)gj * ldb + gk] : B[(I)gk * ldb + gj]) : T(0);    \
   }
   IRG_GEMM_FETCH(0)
   for (int k0 = 0; k0 < K; k0 += BK) {
@@ -162,9 +185,9 @@ IRG_DEV void irg_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __res
     for (int kk = 0; kk < BK; ++kk) {
       T av[TM], bv[TN];
 #pragma unroll
-      for (int a = 0; a < TM; ++a) av[a] = As[kk][ty + a * NTY];
+      for (int c = 0; c < TM / VM; ++c) irg_lds<T, VM>(&As[kk][c * NTY * VM + ty * VM], av + c * VM);
 #pragma unroll
-      for (int b = 0; b < TN; ++b) bv[b] = Bs[kk][tx + b * NTX];
+      for (int c = 0; c < TN / VN; ++c) irg_lds<T, VN>(&Bs[kk][c * NTX * VN + tx * VN], bv + c * VN);
 #pragma unroll
       for (int a = 0; a < TM; ++a)
 #pragma unroll
@@ -175,15 +198,15 @@ IRG_DEV void irg_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __res
 #undef IRG_GEMM_FETCH
 #pragma unroll
   for (int a = 0; a < TM; ++a) {
-    const int i = m0 + ty + a * NTY;
+    const int i = m0 + (a / VM) * NTY * VM + ty * VM + a % VM;
     if (i >= M) continue;
 #pragma unroll
     for (int b = 0; b < TN; ++b) {
-      const int j = n0 + tx + b * NTX;
+      const int j = n0 + (b / VN) * NTX * VN + tx * VN + b % VN;
       if (j >= N) continue;
       T v = alpha * acc[a][b];
-      if (beta != T(0)) v += beta * C[i * ldc + j];
-      C[i * ldc + j] = v;
+      if (beta != T(0)) v += beta * C[(I)i * ldc + j];
+      C[(I)i * ldc + j] = v;
     }
   }
 }
@@ -197,11 +220,11 @@ IRG_DEV void irg_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __res
 # float32 SIMT path's 2^-24 * sqrt(K)): fine for training, not for 1e-4 agreement checks.
 PRELUDE_TF32 = r"""
 #include <mma.h>
-template <bool TA, bool TB>
-IRG_DEV void irg_gemm_tf32(const float* __restrict__ A, const float* __restrict__ B,
-                           float* __restrict__ C, const int M, const int N, const int K,
-                           const long long lda, const long long ldb, const long long ldc,
-                           const float alpha, const float beta) {
+template <bool TA, bool TB, class I>
+__device__ __noinline__ void irg_gemm_tf32(const float* __restrict__ A, const float* __restrict__ B,
+                                           float* __restrict__ C, const int M, const int N,
+                                           const int K, const I lda, const I ldb, const I ldc,
+                                           const float alpha, const float beta) {
   using namespace nvcuda;
   constexpr int BM = 64, BN = 64, BK = 16;
   __shared__ __align__(32) float As[BM][BK + 4];   // row-major A tile (i, k)
@@ -219,12 +242,12 @@ IRG_DEV void irg_gemm_tf32(const float* __restrict__ A, const float* __restrict_
     for (int e = tid; e < BM * BK; e += 128) {
       const int i = TA ? e % BM : e / BK, kk = TA ? e / BM : e % BK;
       const int gi = m0 + i, gk = k0 + kk;
-      As[i][kk] = (gi < M && gk < K) ? (TA ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.0f;
+      As[i][kk] = (gi < M && gk < K) ? (TA ? A[(I)gk * lda + gi] : A[(I)gi * lda + gk]) : 0.0f;
     }
     for (int e = tid; e < BK * BN; e += 128) {
       const int j = TB ? e / BK : e % BN, kk = TB ? e % BK : e / BN;
       const int gj = n0 + j, gk = k0 + kk;
-      Bs[kk][j] = (gj < N && gk < K) ? (TB ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.0f;
+      Bs[kk][j] = (gj < N && gk < K) ? (TB ? B[(I)gj * ldb + gk] : B[(I)gk * ldb + gj]) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -261,8 +284,8 @@ IRG_DEV void irg_gemm_tf32(const float* __restrict__ A, const float* __restrict_
     const int i = m0 + wm + r, j = n0 + wn + lane;
     if (i < M && j < N) {
       float v = alpha * Cs[warp][r][lane];
-      if (beta != 0.0f) v += beta * C[i * ldc + j];
-      C[i * ldc + j] = v;
+      if (beta != 0.0f) v += beta * C[(I)i * ldc + j];
+      C[(I)i * ldc + j] = v;
     }
   }
 }

@@ -13,7 +13,8 @@ launched with the grid and block the plan records. How each kernel kind maps to 
   for short rows (lanes stride the row, `__shfl_xor_sync` tree), one 256-thread block per
   output for long ones (warp shuffles, then shared memory across warps), and for a few
   outputs with very long rows two kernels: blocks reduce chunks into partials (runtime
-  scratch), one warp per output combines them. Prologue stores run where the element is
+  scratch), one warp per output combines them; rows of at most 4 elements, one thread
+  per output. Prologue stores run where the element is
   read; the epilogue runs once per output on the thread holding the result.
 - column layout (the innermost axis is kept): 32 consecutive outputs per block (coalesced),
   8 warps splitting the reduced axes, partials combined through shared memory.
@@ -41,7 +42,7 @@ from ...ir.types import DType
 from ..kernel_ir import (AccRef, Buf, Clamp, Clip, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
                          Program, ReduceKernel, ScatterKernel, Store, Var, atom_vars, linearize,
                          sx_children, sx_indices)
-from .cexpr import ACC_VAR, CT, MT, Block, ExprRenderer, Scope, literal
+from .cexpr import ACC_VAR, CT, LANE_BASE, MT, Block, ExprRenderer, Scope, literal
 from .gemm import render_gemm
 from .prelude import PRELUDE, PRELUDE_TF32
 
@@ -54,6 +55,7 @@ WARP_ROW_MAX = 256  # rows up to this long get a warp each
 WARP_ROW_MAX_MANY = 4096  # ... or up to this long when there are many of them
 SPLIT_MIN_INNER = 16384  # rows at least this long, with few outputs, reduce in two passes
 SPLIT_MAX_OUTER = 64
+THREAD_ROW_MAX = 4  # rows this short: one thread per output
 
 
 @dataclass
@@ -289,7 +291,9 @@ class CudaRenderer:
             body.close_child()
             if n % VEC:
                 tail = body.open(f"for ({itype} t = {groups * VEC} + tid; t < {n}; t += stride)")
-                self._scalar_body(k, ex, Scope(root, tail), tail, "t", itype)
+                scalar = ExprRenderer(args.ptr_of)  # no lane analysis; names continue
+                scalar.n = ex.n
+                self._scalar_body(k, scalar, Scope(root, tail), tail, "t", itype)
                 body.close_child()
         else:
             loop = body.open(f"for ({itype} t = tid; t < {n}; t += stride)")
@@ -330,7 +334,8 @@ class CudaRenderer:
                      block: Block, flat: str, itype: str, plan) -> None:
         x, vec_loads = plan
         _bind_flat(block, group, flat, k.loops, itype, ex.tmp)
-        base = group.binds.pop(x)  # lanes bind x; the group scope holds what is shared
+        base = group.binds[x]  # lanes bind x; the group scope holds what is shared
+        group.binds[LANE_BASE] = base
         lanes = []
         for j in range(VEC):
             lanes.append(Scope(group, block, {x: base if j == 0 else f"({base} + {j})"}))
@@ -359,7 +364,22 @@ class CudaRenderer:
             v = f"{names[j // per]}.{comp}"
             return f"({v} != 0)" if load.dtype is DType.bool else v
 
+        def lane_index(ix: Ix, scope: Scope):
+            j = lane_of.get(id(scope))
+            if j is None or x not in ix.vars():
+                return None
+            form = lane_form(ix, x)
+            if form is None:
+                return None
+            i0 = ex.index(ix, lanes[0]) if j else None
+            if j == 0:
+                return None  # lane 0 renders the index itself
+            return f"({i0} + {form[0] * j})" if form[0] else i0
+
         ex.vector_load = vector_load
+        ex.lane_index = lane_index
+        ex.lane_var = x
+        ex.lane_invariant = lambda ix: (lane_form(ix, x) or (None,))[0] == 0
         vals = [[ex.expr(s.value, lane) for s in k.stores] for lane in lanes]
         for si, s in enumerate(k.stores):
             vt, parts = VEC_TYPES[s.buf.dtype]
@@ -413,6 +433,8 @@ class CudaRenderer:
             return self._reduce_rows(k, "thread", n_out, n_in)
         if n_out <= SPLIT_MAX_OUTER and n_in >= SPLIT_MIN_INNER:
             return self._reduce_split(k, n_out, n_in)
+        if n_in <= THREAD_ROW_MAX and n_out >= 32:
+            return self._reduce_rows(k, "thread", n_out, n_in)
         if n_in <= WARP_ROW_MAX or (n_in <= WARP_ROW_MAX_MANY and n_out >= 1024):
             return self._reduce_rows(k, "warp", n_out, n_in)
         return self._reduce_rows(k, "block", n_out, n_in)
@@ -586,19 +608,49 @@ def _combine(k: ReduceKernel, a: str, b: str) -> str:
     return f"irg_add({a}, {b})" if k.combine == "add" else f"irg_max({a}, {b})"
 
 
-def _unit_stride(ix: Ix, x: Var, buf: Buf) -> bool:
-    """Index is x + (a multiple of VEC not involving x), at a vector-aligned offset."""
-    if buf.dtype not in VEC_TYPES or ix.coeff(x) != 1 or ix.const % VEC:
-        return False
-    align = min(16, VEC * buf.dtype.itemsize)
-    if buf.offset % align:
-        return False
+def lane_form(ix: Ix, x: Var):
+    """How an index changes across the VEC lanes of a vectorized loop, whose lane j binds
+    x = x0 + j with x0 a multiple of VEC: (slope, aligned) when index(lane j) ==
+    index(lane 0) + slope * j for every lane (aligned: index(lane 0) is a multiple of VEC),
+    None when it is not affine across lanes. Floor divisions and modulos of an aligned
+    unit-slope argument by a multiple of VEC are lane-invariant and unit-slope
+    respectively (the lanes never cross a multiple of the divisor)."""
+    slope, aligned = 0, ix.const % VEC == 0
     for a, c in ix.terms:
         if a == x:
+            slope += c
             continue
-        if x in atom_vars(a) or c % VEC:
-            return False
+        if isinstance(a, Var) or x not in atom_vars(a):
+            aligned = aligned and c % VEC == 0
+            continue
+        if isinstance(a, Clamp) and _sx_lane_invariant(a.value, x):
+            aligned = aligned and c % VEC == 0
+            continue
+        if isinstance(a, (FloorDiv, Mod)) and a.d % VEC == 0 and a.x.bounds()[0] >= 0:
+            inner = lane_form(a.x, x)
+            if inner == (1, True):
+                if isinstance(a, FloorDiv):
+                    aligned = aligned and c % VEC == 0
+                else:
+                    slope += c
+                continue
+        return None
+    return slope, aligned
+
+
+def _sx_lane_invariant(e, x: Var) -> bool:
+    for node in _walk([e]):
+        for ix in sx_indices(node):
+            if x in ix.vars() and (lane_form(ix, x) or (None,))[0] != 0:
+                return False
     return True
+
+
+def _unit_stride(ix: Ix, x: Var, buf: Buf) -> bool:
+    """Index is unit-stride across lanes from a VEC-aligned start, at an aligned offset."""
+    if buf.dtype not in VEC_TYPES or lane_form(ix, x) != (1, True):
+        return False
+    return buf.offset % min(16, VEC * buf.dtype.itemsize) == 0
 
 
 def render_cuda_program(program: Program, tf32: bool = False, vectorize: bool = True) -> CudaProgram:

@@ -12,8 +12,9 @@ pycuda's nvcc driver, else `nvcc` on PATH, always to a cubin for the device's ow
 Cubins are cached under `<cache>/cuda/` (`IRGRAD_CACHE_DIR`, default ~/.cache/irgrad; off
 with `IRGRAD_CACHE=0`) keyed by sha256 of the source and options, the target arch, and the
 compiler's version; writes are atomic (temporary file + rename) and entries carry a
-checksum, so a corrupt entry is rebuilt. A machine without any compiler may still use a
-cubin that another machine compiled for the same source and arch (any compiler version).
+checksum, so a corrupt entry is rebuilt. A machine without any compiler (or with
+IRGRAD_CUDA_PREBUILT=1) uses a cubin that another machine compiled for the same source and
+arch with any compiler version: that is how `make gpu-check` runs without NVRTC or nvcc.
 
 Both device classes share one interface (see `EmulatedDevice` for the simplest one):
 alloc/free/pinned, htod/dtoh/dtod (ordered on the device's stream), load(CudaProgram) ->
@@ -146,7 +147,9 @@ def compile_cubin(source: str, arch: str, options=(), use_cache: bool = True) ->
             got = _read_cubin(os.path.join(key_dir, _comp_key(comp) + ".cubin"))
             if got is not None:
                 return got
-        else:  # no compiler here: any compiler's cubin for this source and arch will do
+        if comp is None or os.environ.get("IRGRAD_CUDA_PREBUILT") == "1":
+            # no compiler here (or told to prefer prebuilt cubins, as make gpu-check does):
+            # any compiler's cubin for this source and arch will do
             for name in sorted(os.listdir(key_dir)) if os.path.isdir(key_dir) else ():
                 got = _read_cubin(os.path.join(key_dir, name))
                 if got is not None:
@@ -169,8 +172,15 @@ def _comp_key(comp: str) -> str:
     return hashlib.sha256(comp.encode()).hexdigest()[:16]
 
 
+def cache_dir() -> str | None:
+    """The compile cache's root, with the CPU backend's conventions (IRGRAD_CACHE_DIR,
+    default ~/.cache/irgrad; IRGRAD_CACHE=0 turns caching off)."""
+    if os.environ.get("IRGRAD_CACHE", "1") == "0":
+        return None
+    return os.environ.get("IRGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "irgrad")
+
+
 def _cache_dir() -> str | None:
-    from ..cpu.jit import cache_dir
     d = cache_dir()
     return os.path.join(d, "cuda") if d else None
 
@@ -262,6 +272,8 @@ def get_device(kind: str | None = None):
                 break
             except BackendUnavailable as e:
                 reasons.append(f"{k}: {e}")
+            except Exception as e:  # noqa: BLE001 - a broken install: try the next loader
+                reasons.append(f"{k}: failed to start ({type(e).__name__}: {e})")
         if dev is None:
             raise BackendUnavailable("the CUDA backend cannot run here: " + "; ".join(reasons))
     _device_cache[kind] = dev
@@ -325,6 +337,8 @@ class PycudaDevice:
         self.dev = drv.Device(0)
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
+        import atexit
+        atexit.register(self._close)
         major, minor = self.dev.compute_capability()
         self.arch = f"sm_{major}{minor}"
         self.name = self.dev.name()
@@ -333,6 +347,14 @@ class PycudaDevice:
         lib = _libcuda()
         self._graphs = _GraphApi(lib) if lib is not None else None
         self.supports_graphs = bool(self._graphs and self._graphs.ok)
+
+    def _close(self) -> None:
+        try:
+            self.synchronize()
+            self._allocs.clear()
+            self.ctx.pop()
+        except Exception:  # noqa: BLE001 - already torn down
+            pass
 
     def alloc(self, nbytes: int) -> int:
         a = self.drv.mem_alloc(max(int(nbytes), 256))
@@ -347,11 +369,19 @@ class PycudaDevice:
     def pinned(self, shape, dtype) -> np.ndarray:
         return self.drv.pagelocked_empty(shape, dtype)
 
-    def htod(self, ptr: int, host: np.ndarray) -> None:
-        self.drv.memcpy_htod_async(ptr, np.ascontiguousarray(host), self.stream)
+    def htod(self, ptr: int, host: np.ndarray, pinned: bool = False) -> None:
+        # pageable memory: a synchronous copy (ordered after the blocking stream's work)
+        if pinned:
+            self.drv.memcpy_htod_async(ptr, host, self.stream)
+        else:
+            self.drv.memcpy_htod(ptr, np.ascontiguousarray(host))
 
-    def dtoh(self, host: np.ndarray, ptr: int) -> None:
-        self.drv.memcpy_dtoh_async(host, ptr, self.stream)
+    def dtoh(self, host: np.ndarray, ptr: int, pinned: bool = False) -> None:
+        if pinned:
+            self.drv.memcpy_dtoh_async(host, ptr, self.stream)
+        else:
+            self.stream.synchronize()
+            self.drv.memcpy_dtoh(host, ptr)
 
     def dtod(self, dst: int, src: int, nbytes: int) -> None:
         self.drv.memcpy_dtod_async(dst, src, nbytes, self.stream)
@@ -437,13 +467,16 @@ class CudaPythonDevice:
         buf = (ctypes.c_byte * nbytes).from_address(ptr)
         return np.frombuffer(buf, dtype=np.uint8)[:int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
 
-    def htod(self, ptr: int, host: np.ndarray) -> None:
+    def htod(self, ptr: int, host: np.ndarray, pinned: bool = False) -> None:
         host = np.ascontiguousarray(host)
         self._ok(self.cu.cuMemcpyHtoDAsync(ptr, host.ctypes.data, host.nbytes, self.stream))
-        self._last_host = host  # pageable copies complete before returning; keep it alive anyway
+        if not pinned:
+            self.synchronize()  # the pageable source may go away after we return
 
-    def dtoh(self, host: np.ndarray, ptr: int) -> None:
+    def dtoh(self, host: np.ndarray, ptr: int, pinned: bool = False) -> None:
         self._ok(self.cu.cuMemcpyDtoHAsync(host.ctypes.data, ptr, host.nbytes, self.stream))
+        if not pinned:
+            self.synchronize()
 
     def dtod(self, dst: int, src: int, nbytes: int) -> None:
         self._ok(self.cu.cuMemcpyDtoDAsync(dst, src, nbytes, self.stream))
