@@ -225,10 +225,6 @@ def test_unreadable_cache_directory_only_costs_the_cache(tmp_path, monkeypatch):
         check_runs(c)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG (codegen/cpu/cache.py): the JSON header (arena size, "
-                   "pointer-table slots, result offsets) carries no checksum; a damaged digit "
-                   "there is accepted, and the program then runs with a wrong arena size")
 def test_damaged_header_value_is_detected(cache_dir):
     compile_cpu()
     (path,) = entries(cache_dir)

@@ -251,6 +251,7 @@ class ReduceKernel:
     acc_index: Ix | None = None  # column layout: accumulator element of an outer point
     acc_size: int = 0
     parallel: bool = False
+    blocked: bool = False  # row layout: the last inner variable is one block of a blocked sum
 
 
 @dataclass(frozen=True)

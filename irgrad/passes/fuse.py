@@ -127,8 +127,21 @@ class _Fuser:
     def decide_materialized(self) -> None:
         must = self.must_store()
         cost: dict[Value, int] = {}
+        size: dict[Value, int] = {}  # ops a kernel computing the value would hold
         for op in self.ops:
             cls = op_class(op)
+            # keep every region within max-ops: store the largest inlined operands first
+            inlined = [v for v in op.operands if v in size and v not in self.materialized]
+            total = (op.opname != "const") + sum(size[v] for v in inlined)
+            while total > self.max_ops and inlined:
+                big = max(inlined, key=size.__getitem__)
+                if size[big] == 0:
+                    break
+                self.materialized.add(big)
+                inlined.remove(big)
+                total -= size[big]
+            for r in op.results:
+                size[r] = total
             for r in op.results:
                 users = {u for u, _ in self.uses.get(r, ())}  # distinct ops (x * x reads x once)
                 if r in self.outputs or r in must or cls in ("matmul", "reduce", "opaque"):

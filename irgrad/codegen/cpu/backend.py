@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import ArgumentError
 from ...frontend.pytree import flatten, unflatten
-from ...ir.core import Function as IrFunction, Value
+from ...ir.core import Function as IrFunction, Value, clone_function
 from ...ir.interpreter import check_argument
 from ...ir.printer import print_function
 from ..kernel_ir import GemmKernel
@@ -112,7 +112,8 @@ class NativeProgram:
         self._keep = []
         for slot, arr in constants.items():
             self._keep.append(arr)
-            self.table[slot] = arr.ctypes.data
+            if slot >= 0:  # negative keys are results that are constants, not table slots
+                self.table[slot] = arr.ctypes.data
         self.table_addr = self.table.ctypes.data
         self._entry = _ENTRY(self.jit.entry_address)
         self.param_slots = [1 + i for i in range(len(ir.params))]
@@ -165,8 +166,23 @@ class NativeProgram:
 
     def profile(self, repeat: int = 20) -> list[tuple[str, float]]:
         """Median seconds of every kernel, run one at a time (the arena and parameters
-        must hold valid inputs, e.g. after one normal call)."""
+        must hold valid inputs, e.g. after one normal call). Kernels that update buffers in
+        place run several times, so the arena and every parameter buffer are saved first
+        and restored afterwards."""
         set_blas_threads(self.blas_threads)
+        saved = []
+        for slot, p in [(0, None)] + list(zip(self.param_slots, self.input_ir.params)):
+            n = self.arena_bytes if p is None else p.type.nbytes
+            backup = np.empty(max(n, 1), np.uint8)
+            ctypes.memmove(backup.ctypes.data, int(self.table[slot]), n)
+            saved.append((int(self.table[slot]), backup, n))
+        try:
+            return self._profile(repeat)
+        finally:
+            for addr, backup, n in saved:
+                ctypes.memmove(addr, backup.ctypes.data, n)
+
+    def _profile(self, repeat: int) -> list[tuple[str, float]]:
         rows = []
         for name in self.kernel_names:
             fn = _ENTRY(self.jit.address(name))
@@ -183,8 +199,8 @@ class NativeProgram:
         t = self.input_ir.result_types[i]
         if kind == "arena":
             return self.arena_view(where, t)
-        if kind == "param":
-            return params[where]
+        if kind == "param":  # a parameter, or a view (reshape) of one
+            return params[where].reshape(t.shape)
         return where
 
 
@@ -220,6 +236,10 @@ class CpuFunction:
     def __init__(self, fn, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
         self.fn = fn
         self.pipeline = pipeline
+        if "donate" in ir.attrs:
+            # a plain call must leave its arguments alone: only compile_step donates
+            ir = clone_function(ir)
+            del ir.attrs["donate"]
         self.native = NativeProgram(ir, pipeline, threads or default_threads(), opt)
         self._types = [p.type for p in ir.params]
         self._names = [p.name for p in ir.params]

@@ -9,8 +9,8 @@ fingerprint of irgrad's own source, so a hit skips the passes, the lowering and 
 entirely, and any change to the compiler invalidates old entries.
 
 Entries are written atomically (temporary file, then rename), so two processes compiling
-the same program at once both succeed. Each carries the sizes and sha256 of its parts: a
-truncated or corrupt entry is detected, ignored and rebuilt.
+the same program at once both succeed. Each carries the sha256 of its header and the sizes
+and sha256 of its parts: a truncated or corrupt entry is detected, ignored and rebuilt.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 
-MAGIC = b"IRGRAD-CACHE-2\n"
+MAGIC = b"IRGRAD-CACHE-3\n"
 _fingerprint: dict = {}
 
 
@@ -75,8 +75,12 @@ def load(key: str):
         return None
     try:
         end = data.index(b"\n", len(MAGIC))
-        meta = json.loads(data[len(MAGIC):end])
-        blobs, pos = {}, end + 1
+        header = data[len(MAGIC):end]
+        digest_end = data.index(b"\n", end + 1)
+        if data[end + 1:digest_end].decode() != hashlib.sha256(header).hexdigest():
+            return None  # the header itself was damaged
+        meta = json.loads(header)
+        blobs, pos = {}, digest_end + 1
         for name, size, digest in meta["blobs"]:
             part = data[pos:pos + size]
             if len(part) != size or hashlib.sha256(part).hexdigest() != digest:
@@ -100,7 +104,8 @@ def store(key: str, meta: dict, blobs: dict[str, bytes]) -> None:
         os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".entry")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + json.dumps(meta).encode() + b"\n")
+            header = json.dumps(meta).encode()
+            fh.write(MAGIC + header + b"\n" + hashlib.sha256(header).hexdigest().encode() + b"\n")
             for b in blobs.values():
                 fh.write(b)
         os.replace(tmp, path)

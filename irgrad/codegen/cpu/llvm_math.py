@@ -62,7 +62,9 @@ def exp_f32() -> str:
         "  %y1 = fmul float %q, %s2",
         "  %y2 = fmul float %y1, %s3",
         "  %y3 = select i1 %lo, float 0.0, float %y2",
-        f"  %y = select i1 %hi, float {f32_hex(float('inf'))}, float %y3",
+        f"  %y4 = select i1 %hi, float {f32_hex(float('inf'))}, float %y3",
+        "  %nan = fcmp uno float %x, 0.0",  # the clamps above would turn NaN into a number
+        "  %y = select i1 %nan, float %x, float %y4",
         "  ret float %y",
         "}",
     ]

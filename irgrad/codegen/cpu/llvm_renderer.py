@@ -282,17 +282,44 @@ class KernelRenderer:
             acc = w.tmp("acc")
             w.entry_allocas.append(f"{acc} = alloca {ty}, align 8")
 
+            blk = w.tmp("blk")
+            if k.blocked:
+                w.entry_allocas.append(f"{blk} = alloca {ty}, align 8")
+
             def outer_body(scope):
                 w.emit(f"store {ty} {init}, ptr {acc}")
+                target = blk if k.blocked else acc
 
                 def inner_body(s2):
                     v = self.expr(k.operand, s2)
                     for st in k.prologue:
                         self.store(st.buf, st.index, self.expr(st.value, s2), s2)
-                    cur = w.assign(f"load {ty}, ptr {acc}")
-                    w.emit(f"store {ty} {self.combine(k, cur, v)}, ptr {acc}")
+                    cur = w.assign(f"load {ty}, ptr {target}")
+                    w.emit(f"store {ty} {self.combine(k, cur, v)}, ptr {target}")
 
-                self.loops(k.inner, scope, inner_body)
+                if not k.blocked:
+                    self.loops(k.inner, scope, inner_body)
+                else:
+                    # blocked summation: partial sums of one block, then their sum, so the
+                    # rounding error grows with blocks + block size, not with the length
+                    # (the block totals are added up in double precision)
+                    total = w.tmp("tot")
+                    w.entry_allocas.append(f"{total} = alloca double, align 8")
+                    w.emit(f"store double 0.0, ptr {total}")
+
+                    def block_body(s1):
+                        w.emit(f"store {ty} {init}, ptr {blk}")
+                        self.loops(k.inner[-1:], s1, inner_body)
+                        part = w.assign(f"load {ty}, ptr {blk}")
+                        if k.dtype is not DType.f64:
+                            part = w.assign(f"fpext {ty} {part} to double")
+                        cur = w.assign(f"load double, ptr {total}")
+                        w.emit(f"store double {w.assign(f'fadd double {cur}, {part}')}, ptr {total}")
+                    self.loops(k.inner[:-1], scope, block_body)
+                    t = w.assign(f"load double, ptr {total}")
+                    if k.dtype is not DType.f64:
+                        t = w.assign(f"fptrunc double {t} to {ty}")
+                    w.emit(f"store {ty} {t}, ptr {acc}")
                 result = w.assign(f"load {ty}, ptr {acc}")
                 s3 = Scope(scope)
                 s3.values[AccRef(k.dtype)] = result
@@ -370,6 +397,8 @@ class KernelRenderer:
         self.loops(k.loops, Scope(), body)
 
     def loop_gemms(self, k: GemmKernel) -> bool:
+        if not k.dtype.is_float:
+            return True  # BLAS has no integer products
         if self.gemm_mode == "auto":
             return prefer_loops(k)
         return self.gemm_mode == "loops"

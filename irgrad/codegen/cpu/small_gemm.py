@@ -24,6 +24,8 @@ REDUCE = "reassoc nsz contract"
 
 
 def prefer_loops(k: GemmKernel) -> bool:
+    if not k.dtype.is_float:
+        return True  # BLAS has no integer products
     """Measured on this project's 2-core machine (OpenBLAS from scipy, 1 thread):
 
     | m x n x k (batch) | BLAS us | loops us |
@@ -53,15 +55,25 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
     ty = LL[k.dtype]
     sz = k.dtype.itemsize
     name = k.name
-    fma = f"llvm.fma.{'f32' if k.dtype is DType.f32 else 'f64'}"
-    r.declare(f"declare {ty} @{fma}({ty}, {ty}, {ty})")
+    is_float = k.dtype.is_float
+    if is_float:
+        fma = f"llvm.fma.{'f32' if k.dtype is DType.f32 else 'f64'}"
+        r.declare(f"declare {ty} @{fma}({ty}, {ty}, {ty})")
+
+    def mul_add(a, b, c):
+        """a * b + c (fused for floats; wrapping integer arithmetic otherwise)."""
+        if is_float:
+            return w.assign(f"call {ty} @{fma}({ty} {a}, {ty} {b}, {ty} {c})")
+        return w.assign(f"add {ty} {w.assign(f'mul {ty} {a}, {b}')}, {c}")
+
+    def mul(a, b, flags=FLAGS):
+        return w.assign(f"fmul {flags} {ty} {a}, {b}" if is_float else f"mul {ty} {a}, {b}")
+    w = FunctionWriter()
+    w.label("%entry")
     tables = []
     for tag, view in (("a", k.a), ("b", k.b), ("c", k.c)):
         vals = ", ".join(f"i64 {o}" for o in view.offsets)
         tables.append(f"@{name}.{tag}off = internal constant [{k.batch} x i64] [{vals}]")
-    w = FunctionWriter()
-    w.label("%entry")
-
     def loop(var, n, body):
         pre, head, bodyl, latch, exit_ = (w.tmp(p) for p in ("pre", "head", "body", "latch", "exit"))
         w.emit(f"br label {pre}")
@@ -107,21 +119,20 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
                         w.emit(f"store {ty} {zero}, ptr {p}, align {sz}")
                     elif k.beta != 1:
                         v = w.assign(f"load {ty}, ptr {p}, align {sz}")
-                        w.emit(f"store {ty} {w.assign(f'fmul {FLAGS} {ty} {v}, {beta}')}, ptr {p}, align {sz}")
+                        w.emit(f"store {ty} {mul(v, beta)}, ptr {p}, align {sz}")
                 if k.beta != 1:
                     loop("j", k.n, init)
 
                 def k_body(kk):
                     a = w.assign(f"load {ty}, ptr {elem('%a', ao, i, kk, k.a)}, align {sz}")
                     if k.alpha != 1:
-                        a = w.assign(f"fmul {FLAGS} {ty} {a}, {alpha}")
+                        a = mul(a, alpha)
 
                     def j_body(j):
                         pc = elem("%c", co, i, j, k.c)
                         bv = w.assign(f"load {ty}, ptr {elem('%b', bo, kk, j, k.b)}, align {sz}")
                         cv = w.assign(f"load {ty}, ptr {pc}, align {sz}")
-                        w.emit(f"store {ty} {w.assign(f'call {ty} @{fma}({ty} {a}, {ty} {bv}, {ty} {cv})')}, "
-                               f"ptr {pc}, align {sz}")
+                        w.emit(f"store {ty} {mul_add(a, bv, cv)}, ptr {pc}, align {sz}")
                     loop("j", k.n, j_body)
                 loop("kk", k.k, k_body)
                 return
@@ -137,16 +148,17 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
                     av = w.assign(f"load {ty}, ptr {elem('%a', ao, i, kk, k.a)}, align {sz}")
                     bv = w.assign(f"load {ty}, ptr {elem('%b', bo, kk, j, k.b)}, align {sz}")
                     cur = w.assign(f"load {ty}, ptr {acc}")
-                    prod = w.assign(f"fmul {REDUCE} {ty} {av}, {bv}")
-                    w.emit(f"store {ty} {w.assign(f'fadd {REDUCE} {ty} {cur}, {prod}')}, ptr {acc}")
+                    prod = mul(av, bv, REDUCE)
+                    total = w.assign(f"fadd {REDUCE} {ty} {cur}, {prod}" if is_float else f"add {ty} {cur}, {prod}")
+                    w.emit(f"store {ty} {total}, ptr {acc}")
                 loop("kk", k.k, k_body)
                 s = w.assign(f"load {ty}, ptr {acc}")
                 if k.alpha != 1:
-                    s = w.assign(f"fmul {FLAGS} {ty} {s}, {alpha}")
+                    s = mul(s, alpha)
                 pc = elem("%c", co, i, j, k.c)
                 if k.beta != 0:
                     cv = w.assign(f"load {ty}, ptr {pc}, align {sz}")
-                    s = w.assign(f"call {ty} @{fma}({ty} {cv}, {ty} {beta}, {ty} {s})")
+                    s = mul_add(cv, beta, s)
                 w.emit(f"store {ty} {s}, ptr {pc}, align {sz}")
             loop("j", k.n, col_body)
 
