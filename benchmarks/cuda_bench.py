@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -25,76 +24,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 GOALS = {"W1": 0.5, "W2": 0.5, "W3": 1.2, "W4": 1.2}
 
 
-def _flat(params, prefix=""):
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def torch_gpu_step(workload, params):
-    import torch
-    dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 GEMMs, as irgrad's default
-    torch.backends.cudnn.allow_tf32 = False
-    P = {k: torch.tensor(v, device=dev, requires_grad=True) for k, v in _flat(params).items()}
-    lr, name = workload.lr, workload.name
-
-    def mlp(x, act):
-        layers = sorted({k.split(".")[0] for k in P}, key=lambda s: int(s[2:]))
-        for i, layer in enumerate(layers):
-            x = x @ P[f"{layer}.W"] + P[f"{layer}.b"]
-            if i < len(layers) - 1:
-                x = torch.relu(x) if act == "relu" else torch.tanh(x)
-        return x
-
-    def ln(x, pre):
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], P[pre + ".gamma"], P[pre + ".beta"], 1e-5)
-
-    mask = None
-
-    def transformer(ids, targets):
-        nonlocal mask
-        B, T = ids.shape
-        C = P["tok.weight"].shape[1]
-        H, D = 4, C // 4
-        if mask is None:
-            mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=dev))
-        x = P["tok.weight"][ids.long()] + P["pos.weight"][:T]
-        h = ln(x, "block0.ln1")
-        qkv = h @ P["block0.attn.qkv.W"] + P["block0.attn.qkv.b"]
-        q, k, v = qkv.split(C, dim=-1)
-        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
-        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))
-        s = torch.where(mask, s, torch.tensor(-1e9, device=dev))
-        o = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, T, C)
-        x = x + o @ P["block0.attn.proj.W"] + P["block0.attn.proj.b"]
-        h = ln(x, "block0.ln2")
-        u = h @ P["block0.mlp.fc0.W"] + P["block0.mlp.fc0.b"]
-        x = x + torch.nn.functional.gelu(u, approximate="tanh") @ P["block0.mlp.fc1.W"] + P["block0.mlp.fc1.b"]
-        logits = ln(x, "ln_f") @ P["head.W"] + P["head.b"]
-        return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1).long())
-
-    def step(a, b):
-        a, b = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
-        if name in ("W1", "W2"):
-            loss = torch.nn.functional.cross_entropy(mlp(a, "relu"), b.long())
-        elif name == "W3":
-            loss = torch.mean((mlp(a, "tanh") - b) ** 2)
-        else:
-            loss = transformer(a, b)
-        for p in P.values():
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in P.values():
-                p -= lr * p.grad
-        return float(loss.item())
-
-    return step
+    """PyTorch eager on the GPU: the same model code as the CPU benchmark's."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peer_steps import torch_step
+    return torch_step(workload, params, device="cuda")
 
 
 def _time(step, batches, seconds: float, warmup: int = 5) -> tuple[float, int]:

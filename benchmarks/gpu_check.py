@@ -23,7 +23,6 @@ import argparse
 import ctypes
 import glob
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

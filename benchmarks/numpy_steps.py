@@ -108,7 +108,6 @@ def make_transformer_step(params, lr, n_heads=4):
         B, T = ids.shape
         C = params["tok"]["weight"].shape[1]
         H, D = n_heads, C // n_heads
-        V = params["head"]["W"].shape[1]
         x = params["tok"]["weight"][ids] + params["pos"]["weight"][:T]
         h1, c1 = _layer_norm(x, blk["ln1"]["gamma"], blk["ln1"]["beta"])
         a = blk["attn"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 
 def _flat(params, prefix=""):
@@ -23,12 +22,20 @@ def _flat(params, prefix=""):
     return out
 
 
-def torch_step(workload, params, threads: int):
+def torch_step(workload, params, threads: int = 1, device: str = "cpu"):
+    """The step in PyTorch eager on `device` ("cpu" or "cuda"; float32 GEMMs on the GPU,
+    TF32 off, as irgrad's default). Batches come as numpy arrays; the loss goes back as a
+    float (which waits for the GPU)."""
     import torch
     torch.set_num_threads(threads)
-    P = {k: torch.tensor(v, requires_grad=True) for k, v in _flat(params).items()}
+    dev = torch.device(device)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    P = {k: torch.tensor(v, device=dev, requires_grad=True) for k, v in _flat(params).items()}
     lr = workload.lr
     name = workload.name
+    masks = {}
 
     def mlp(x, act):
         layers = sorted({k.split(".")[0] for k in P}, key=lambda s: int(s[2:]))
@@ -45,14 +52,15 @@ def torch_step(workload, params, threads: int):
         B, T = ids.shape
         C = P["tok.weight"].shape[1]
         H, D = 4, C // 4
-        x = P["tok.weight"][ids] + P["pos.weight"][:T]
+        if T not in masks:
+            masks[T] = torch.tril(torch.ones(T, T, dtype=torch.bool, device=dev))
+        x = P["tok.weight"][ids.long()] + P["pos.weight"][:T]
         h = ln(x, "block0.ln1")
         qkv = h @ P["block0.attn.qkv.W"] + P["block0.attn.qkv.b"]
         q, k, v = qkv.split(C, dim=-1)
         q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
         s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))
-        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        s = torch.where(mask, s, torch.tensor(-1e9))
+        s = torch.where(masks[T], s, torch.tensor(-1e9, device=dev))
         o = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, T, C)
         x = x + o @ P["block0.attn.proj.W"] + P["block0.attn.proj.b"]
         h = ln(x, "block0.ln2")
@@ -62,7 +70,7 @@ def torch_step(workload, params, threads: int):
         return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1).long())
 
     def loss_fn(a, b):
-        a, b = torch.from_numpy(a), torch.from_numpy(b)
+        a, b = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
         if name in ("W1", "W2"):
             return torch.nn.functional.cross_entropy(mlp(a, "relu"), b.long())
         if name == "W3":

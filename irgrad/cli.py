@@ -179,17 +179,10 @@ def make_inputs(irf, npz_path: str | None, seed: int) -> list[np.ndarray]:
                 raise CliError(f"{npz_path} has no array for parameter %{p.name} "
                                f"(keys: {', '.join(data.files) or 'none'})")
         return out
-    rng = np.random.default_rng(seed)
     print(f"(no --inputs: normal random floats, zero integers and false booleans, seed {seed})",
           file=sys.stderr)
-    out = []
-    for p in params:
-        t = p.type
-        if t.dtype.is_float:
-            out.append(rng.standard_normal(t.shape).astype(t.dtype.np))
-        else:
-            out.append(np.zeros(t.shape, t.dtype.np))
-    return out
+    from .bench import random_inputs
+    return random_inputs(irf, seed)
 
 
 def cmd_bench(args) -> int:

@@ -191,6 +191,33 @@ def _rebuild(x: Sx, kids, mapping) -> Sx:
     return x
 
 
+def ix_exprs(ix: Ix) -> list[Sx]:
+    """The scalar expressions inside an index (the data-dependent indices of gathers)."""
+    out, stack = [], [ix]
+    while stack:
+        i = stack.pop()
+        for a, _ in i.terms:
+            if isinstance(a, Clamp):
+                out.append(a.value)
+            elif isinstance(a, (FloorDiv, Mod, Clip)):
+                stack.append(a.x)
+    return out
+
+
+def walk_exprs(exprs):
+    """Every expression node reachable from `exprs`, each once, indices' insides included."""
+    stack, seen = list(exprs), set()
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        yield e
+        for ix in sx_indices(e):
+            stack.extend(ix_exprs(ix))
+        stack.extend(sx_children(e))
+
+
 def sx_loads(e: Sx) -> list[Load]:
     out, stack, seen = [], [e], set()
     while stack:

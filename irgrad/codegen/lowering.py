@@ -460,21 +460,8 @@ def _strided_loads(buf: Buf, r: Value, h: Value, chain):
 
 def _all_indices(exprs, extra=()):
     """Every Ix appearing in the given scalar expressions (and `extra`)."""
-    from .kernel_ir import sx_children, sx_indices
-    out = list(extra)
-    stack, seen = list(exprs), set()
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        for ix in sx_indices(e):
-            out.append(ix)
-            for a, _ in ix.terms:
-                if isinstance(a, Clamp):
-                    stack.append(a.value)
-        stack.extend(sx_children(e))
-    return out
+    from .kernel_ir import sx_indices, walk_exprs
+    return list(extra) + [ix for e in walk_exprs(exprs) for ix in sx_indices(e)]
 
 
 def _mergeable(indices, a: Var, b: Var) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import ArgumentError
 from ...frontend.pytree import flatten, unflatten
 from ...ir.core import Function as IrFunction, Value, clone_function
-from ...ir.interpreter import check_argument
+from ...ir.interpreter import check_argument, check_arguments
 from ...ir.printer import print_function
 from ..kernel_ir import GemmKernel
 from ..lowering import lower_function
@@ -253,11 +253,8 @@ class CpuFunction:
         return self.native.llvm_ir
 
     def __call__(self, *args):
-        leaves = self.fn.flatten_args(args)
-        if len(leaves) != len(self._types):
-            raise ArgumentError(f"{self.fn.name}() takes {len(self._types)} arguments, got {len(leaves)}")
-        arrays = [check_argument(t, f"%{n}", a, self.fn.name, native=True)
-                  for t, n, a in zip(self._types, self._names, leaves)]
+        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
+                                 self.fn.name, native=True)
         nat = self.native
         for slot, a in zip(nat.param_slots, arrays):
             nat.table[slot] = a.ctypes.data

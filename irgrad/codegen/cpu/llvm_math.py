@@ -131,7 +131,7 @@ def tanh_f32() -> str:
                      -3.33332819422e-1], "p", lines)
     lines += [
         f"  %s1 = fmul float {p}, %z",
-        f"  %small = call float @llvm.fma.f32(float %s1, float %x, float %x)",
+        "  %small = call float @llvm.fma.f32(float %s1, float %x, float %x)",
         # large |x|: 1 - 2 / (exp(2|x|) + 1), with the sign of x
         "  %a2 = fadd float %ax, %ax",
         "  %ex = call float @irgrad_expf(float %a2)",

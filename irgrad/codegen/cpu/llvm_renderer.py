@@ -22,9 +22,10 @@ import math
 from ...ir.types import DType
 from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
                          GemmKernel, IndexValue, InRange, Ix, Load, LoopKernel, Mod, Program,
-                         ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, sx_children,
-                         sx_indices)
+                         ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, ix_exprs,
+                         sx_children, walk_exprs)
 from .llvm_math import INTRINSICS_F32, f32_hex, f64_hex, math_library
+from .blas_gemm import render_blas_gemm
 from .small_gemm import prefer_loops, render_loop_gemm
 
 LL = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
@@ -126,7 +127,7 @@ class KernelRenderer:
                 for s in part.stores:
                     add(s.buf)
                     exprs.append(s.value)
-                    exprs.extend(_ix_exprs(s.index))
+                    exprs.extend(ix_exprs(s.index))
             elif isinstance(part, ReduceKernel):
                 for s in part.prologue + part.epilogue:
                     add(s.buf)
@@ -137,8 +138,8 @@ class KernelRenderer:
             elif isinstance(part, ScatterKernel):
                 add(part.target)
                 exprs.append(part.value)
-                exprs.extend(_ix_exprs(part.index))
-        for e in _walk_exprs(exprs):
+                exprs.extend(ix_exprs(part.index))
+        for e in walk_exprs(exprs):
             if isinstance(e, Load):
                 add(e.buf)
         return list(bufs.values())
@@ -404,41 +405,7 @@ class KernelRenderer:
         return self.gemm_mode == "loops"
 
     def gemm(self, k: GemmKernel) -> str:
-        """Row-major C = A B through Fortran BLAS, as column-major C^T = B^T A^T: B is
-        passed first; a view stored transposed is passed with 'T'."""
-        name = k.name
-        blas = "sgemm" if k.dtype is DType.f32 else "dgemm"
-        ty = LL[k.dtype]
-        self.declare(f"declare void @{blas}(ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr)")
-        w = FunctionWriter()
-        pa, pb, pc = self._load_pointers(w, [k.a.buf, k.b.buf, k.c.buf])
-
-        def by_ref(t: str, v: str) -> str:  # Fortran arguments are passed by reference
-            p = w.assign(f"alloca {t}, align 8")
-            w.emit(f"store {t} {v}, ptr {p}")
-            return p
-
-        ta = by_ref("i8", str(ord("T" if k.b.trans else "N")))
-        tb = by_ref("i8", str(ord("T" if k.a.trans else "N")))
-        M, N, K = by_ref("i32", str(k.n)), by_ref("i32", str(k.m)), by_ref("i32", str(k.k))
-        lda, ldb, ldc = by_ref("i32", str(k.b.ld)), by_ref("i32", str(k.a.ld)), by_ref("i32", str(k.c.ld))
-        alpha = by_ref(ty, const_literal(k.alpha, k.dtype))
-        beta = by_ref(ty, const_literal(k.beta, k.dtype))
-        sz = k.dtype.itemsize
-
-        def at(p, elems):
-            return w.assign(f"getelementptr inbounds i8, ptr {p}, i64 {elems * sz}") if elems else p
-
-        for bi in range(k.batch):
-            a_b, b_b, c_b = at(pa, k.a.offsets[bi]), at(pb, k.b.offsets[bi]), at(pc, k.c.offsets[bi])
-            w.emit(f"call void @{blas}(ptr {ta}, ptr {tb}, ptr {M}, ptr {N}, ptr {K}, ptr {alpha}, "
-                   f"ptr {b_b}, ptr {lda}, ptr {a_b}, ptr {ldb}, ptr {beta}, ptr {c_b}, ptr {ldc})")
-        if k.epilogue is not None:
-            epi = self.kernel(k.epilogue)
-            w.emit(f"call void @{epi}(ptr %table)")
-        self.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
-                        + "\n  ret void\n}")
-        return name
+        return render_blas_gemm(self, k)
 
     # -- expressions ------------------------------------------------------------------------------
     def index(self, ix: Ix, scope) -> str:
@@ -649,31 +616,6 @@ def _parts(k):
     if isinstance(k, ScatterKernel):
         return ([k.copy] if k.copy else []) + [k]
     return [k]
-
-
-def _walk_exprs(exprs):
-    stack, seen = list(exprs), set()
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        yield e
-        for ix in sx_indices(e):
-            stack.extend(_ix_exprs(ix))
-        stack.extend(sx_children(e))
-
-
-def _ix_exprs(ix: Ix):
-    out, stack = [], [ix]
-    while stack:
-        i = stack.pop()
-        for a, _ in i.terms:
-            if isinstance(a, Clamp):
-                out.append(a.value)
-            elif isinstance(a, (FloorDiv, Mod, Clip)):
-                stack.append(a.x)
-    return out
 
 
 def _outer_extent_and_work(k) -> tuple[int, int]:

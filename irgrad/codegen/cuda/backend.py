@@ -34,7 +34,7 @@ import numpy as np
 from ...errors import ArgumentError, IrgradError
 from ...frontend.pytree import flatten, unflatten
 from ...ir.core import Function as IrFunction, Value
-from ...ir.interpreter import check_argument
+from ...ir.interpreter import check_argument, check_arguments
 from ..cpu.backend import plan_for_codegen
 from ..lowering import lower_function
 from .renderer import render_cuda_program
@@ -146,11 +146,8 @@ class CudaFunction:
         return self.native.source
 
     def __call__(self, *args):
-        leaves = self.fn.flatten_args(args)
-        if len(leaves) != len(self._types):
-            raise ArgumentError(f"{self.fn.name}() takes {len(self._types)} arguments, got {len(leaves)}")
-        arrays = [check_argument(t, f"%{n}", a, self.fn.name, native=True)
-                  for t, n, a in zip(self._types, self._names, leaves)]
+        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
+                                 self.fn.name, native=True)
         nat, dev = self.native, self.device
         for slot, a in zip(nat.param_slots, arrays):
             dev.htod(nat.addrs[slot], a)

@@ -39,9 +39,9 @@ import re
 from dataclasses import dataclass, field
 
 from ...ir.types import DType
-from ..kernel_ir import (AccRef, Buf, Clamp, Clip, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
-                         Program, ReduceKernel, ScatterKernel, Store, Var, atom_vars, linearize,
-                         sx_children, sx_indices)
+from ..kernel_ir import (AccRef, Buf, Clamp, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
+                         Program, ReduceKernel, ScatterKernel, Store, Var, atom_vars, ix_exprs,
+                         linearize, sx_indices, walk_exprs)
 from .cexpr import ACC_VAR, CT, LANE_BASE, MT, Block, ExprRenderer, Scope, literal
 from .gemm import render_gemm
 from .prelude import PRELUDE, PRELUDE_TF32
@@ -120,31 +120,6 @@ def c_name(name: str) -> str:
 
 # --- buffers of a kernel ----------------------------------------------------------------------------
 
-def _ix_exprs(ix: Ix):
-    out, stack = [], [ix]
-    while stack:
-        i = stack.pop()
-        for a, _ in i.terms:
-            if isinstance(a, Clamp):
-                out.append(a.value)
-            elif isinstance(a, (FloorDiv, Mod, Clip)):
-                stack.append(a.x)
-    return out
-
-
-def _walk(exprs):
-    stack, seen = list(exprs), set()
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        yield e
-        for ix in sx_indices(e):
-            stack.extend(_ix_exprs(ix))
-        stack.extend(sx_children(e))
-
-
 class ArgSet:
     """The pointer arguments of one __global__ function, keyed by (slot, offset, dtype)."""
 
@@ -165,8 +140,8 @@ class ArgSet:
             self.written.add(k)
 
     def add_exprs(self, exprs, indices=()) -> None:
-        extra = [e for ix in indices for e in _ix_exprs(ix)]
-        for e in _walk(list(exprs) + extra):
+        extra = [e for ix in indices for e in ix_exprs(ix)]
+        for e in walk_exprs(list(exprs) + extra):
             if isinstance(e, Load):
                 self.add(e.buf)
 
@@ -325,7 +300,7 @@ class CudaRenderer:
             if not _unit_stride(s.index, x, s.buf):
                 return None
         vec_loads = set()
-        for e in _walk([s.value for s in k.stores] + [e for s in k.stores for e in _ix_exprs(s.index)]):
+        for e in walk_exprs([s.value for s in k.stores] + [e for s in k.stores for e in ix_exprs(s.index)]):
             if isinstance(e, Load) and x in e.index.vars() and _unit_stride(e.index, x, e.buf):
                 vec_loads.add(e)
         return x, vec_loads
@@ -598,7 +573,7 @@ class CudaRenderer:
 
 def _accrefs(k: ReduceKernel):
     out = set()
-    for e in _walk([s.value for s in k.epilogue]):
+    for e in walk_exprs([s.value for s in k.epilogue]):
         if isinstance(e, AccRef):
             out.add(e)
     return out
@@ -639,7 +614,7 @@ def lane_form(ix: Ix, x: Var):
 
 
 def _sx_lane_invariant(e, x: Var) -> bool:
-    for node in _walk([e]):
+    for node in walk_exprs([e]):
         for ix in sx_indices(node):
             if x in ix.vars() and (lane_form(ix, x) or (None,))[0] != 0:
                 return False
