@@ -286,3 +286,20 @@ def test_two_processes_compiling_at_once_both_succeed(cache_dir, tmp_path):
     # the entry they left is whole: a later process loads it and gets the right results
     # (a process, not this one: its fingerprint of irgrad's sources was taken earlier)
     assert _racers(script, cache_dir, 1, 0.0) == [True]
+
+
+def test_scalar_constant_result_keeps_its_shape_from_the_cache(tmp_path, monkeypatch):
+    """A 0-d constant result read back from a cache entry stays 0-d (np.ascontiguousarray
+    would have made it shape (1,))."""
+    monkeypatch.setenv("IRGRAD_CACHE_DIR", str(tmp_path))
+    f = ig.parse("""func @f(%x: f32[2]) -> (f32[2], f32[]) {
+  %0 = neg %x : f32[2]
+  %1 = const {value=0.5} : f32[]
+  return %0, %1
+}""").functions["f"]
+    shapes = []
+    for _ in range(2):
+        c = ig.compile(f, backend="cpu")
+        neg, half = c(np.ones(2, np.float32))
+        shapes.append((c.native.from_cache, np.shape(neg), np.shape(half), float(half)))
+    assert shapes == [(False, (2,), (), 0.5), (True, (2,), (), 0.5)]

@@ -225,7 +225,7 @@ def _save_constants(constants: dict) -> bytes:
 
 def _load_constants(data: bytes) -> dict:
     with np.load(io.BytesIO(data)) as z:
-        return {int(k): np.ascontiguousarray(z[k]) for k in z.files}
+        return {int(k): np.array(z[k], order="C") for k in z.files}  # 0-d stays 0-d
 
 
 class CpuFunction:
