@@ -53,8 +53,10 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
     ref_loss = ref_step(*batch)
     params = w.init_params()
     if system.startswith("irgrad-"):
+        # once per process (LLVM, BLAS symbols, the backend's modules): not part of a compile
+        import irgrad.codegen.cpu.backend  # noqa: F401
         from irgrad.codegen.cpu.jit import initialize
-        initialize()  # once per process (LLVM, BLAS symbols): not part of one compile
+        initialize()
     t0 = time.perf_counter()
     if system.startswith("irgrad-"):
         step = ig.compile_step(w.loss_fn, params, w.optimizer(), w.batch_specs, backend="cpu",
