@@ -213,28 +213,9 @@ class _Fuser:
         return {self.kernel_of[v] for v in self.inputs(k) if v in self.kernel_of} - {k}
 
     # -- step 3: merging ------------------------------------------------------------------
-    def reachable(self, src: _Kernel, dst: _Kernel, deps: dict) -> bool:
-        """Is there a path src -> ... -> dst of kernel dependencies (length >= 2)?"""
-        # deps[k] = kernels k reads from; walk backwards from dst
-        stack = [d for d in deps[dst] if d is not src]
-        seen = set()
-        while stack:
-            k = stack.pop()
-            if k is src:
-                return True
-            if k in seen:
-                continue
-            seen.add(k)
-            stack.extend(deps[k])
-        return False
-
     def merge(self, into: _Kernel, other: _Kernel, checked: bool = False) -> bool:
-        if not checked:
-            deps = _LazyDeps(self)
-            if self.reachable(into, other, deps) or self.reachable(other, into, deps):
-                return False
-            if len(set(self.members(into)) | set(self.members(other))) > self.max_ops:
-                return False
+        if not checked and not self._can_merge_all([into, other]):
+            return False
         for h in other.homes:
             self.kernel_of[h] = into
         into.homes += other.homes
