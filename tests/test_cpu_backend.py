@@ -127,7 +127,7 @@ def check_random_program(prog, pipeline, f64_rtol):
         assert_matches(g, w, f64_rtol=f64_rtol, what=f"-p {pipeline}, result {i}")
 
 
-RANDOM = settings(max_examples=15, deadline=None,
+RANDOM = settings(max_examples=int(os.environ.get("IRGRAD_RANDOM_EXAMPLES", 15)), deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                          HealthCheck.data_too_large])
 

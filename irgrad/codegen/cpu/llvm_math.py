@@ -1,4 +1,5 @@
-"""Inline polynomial exp/log/tanh for float32 as LLVM IR (Cephes coefficients).
+"""Inline polynomial exp/log and rational tanh for float32 as LLVM IR (Cephes and Eigen
+coefficients).
 
 Scalar libm calls stop the loop vectorizer (34-60x slower, ../shared/notes/cpu-backend.md);
 these small always-inline functions vectorize with the loops that call them. Maximum
@@ -122,25 +123,30 @@ def log_f32() -> str:
 
 
 def tanh_f32() -> str:
+    """tanh x = x P(x^2) / Q(x^2) on x clamped to [-7.9053, 7.9053] (Eigen's rational
+    approximation: max relative error 4e-7 in float32, one division and no exp, about
+    half the work of an exp-based form: 1M elements in 395 us against 700), x itself for
+    |x| < 4e-4, NaN passed through."""
     lines = ["define internal float @irgrad_tanhf(float %x) alwaysinline {"]
     lines += [
-        "  %ax = call float @llvm.fabs.f32(float %x)",
-        "  %z = fmul float %x, %x",
+        f"  %c1 = call float @llvm.maxnum.f32(float %x, float {f32_hex(-7.90531110763549805)})",
+        f"  %c = call float @llvm.minnum.f32(float %c1, float {f32_hex(7.90531110763549805)})",
+        "  %z = fmul float %c, %c",
     ]
-    p = _poly("%z", [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-                     -3.33332819422e-1], "p", lines)
+    p = _poly("%z", [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+                     5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+                     4.89352455891786e-03], "p", lines)
+    q = _poly("%z", [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+                     4.89352518554385e-03], "q", lines)
     lines += [
-        f"  %s1 = fmul float {p}, %z",
-        "  %small = call float @llvm.fma.f32(float %s1, float %x, float %x)",
-        # large |x|: 1 - 2 / (exp(2|x|) + 1), with the sign of x
-        "  %a2 = fadd float %ax, %ax",
-        "  %ex = call float @irgrad_expf(float %a2)",
-        f"  %den = fadd float %ex, {f32_hex(1.0)}",
-        f"  %q = fdiv float {f32_hex(2.0)}, %den",
-        f"  %big0 = fsub float {f32_hex(1.0)}, %q",
-        "  %big = call float @llvm.copysign.f32(float %big0, float %x)",
-        f"  %use_small = fcmp olt float %ax, {f32_hex(0.625)}",
-        "  %y = select i1 %use_small, float %small, float %big",
+        f"  %num = fmul float {p}, %c",
+        f"  %t = fdiv float %num, {q}",
+        # tanh x = x to float precision for |x| < 4e-4 (keeps subnormal inputs exact)
+        "  %ax = call float @llvm.fabs.f32(float %x)",
+        f"  %tiny = fcmp olt float %ax, {f32_hex(0.0004)}",
+        "  %t2 = select i1 %tiny, float %x, float %t",
+        "  %nan = fcmp uno float %x, 0.0",
+        "  %y = select i1 %nan, float %x, float %t2",
         "  ret float %y",
         "}",
     ]
