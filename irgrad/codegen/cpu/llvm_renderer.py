@@ -10,7 +10,7 @@ Layout of the generated module:
   C^T = B^T A^T), followed by their epilogue loop.
 
 Loops are plain counted loops; LLVM's vectorizer widens the innermost one (unit-stride
-loads, `noalias` buffers, the exp/log/tanh polynomials inlined). Reductions carry the
+loads, `noalias` buffers, the exp/log/tanh approximations inlined). Reductions carry the
 `reassoc` flag so they vectorize too; elementwise arithmetic only `contract` (FMA), which
 keeps float32 results within about 1e-6 of the interpreter.
 """
