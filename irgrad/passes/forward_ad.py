@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import IrgradError
 from ..ir.builder import Builder
 from ..ir.core import Function, Value, clone_ops_into
-from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass
-from .reverse_ad import _unique, check_differentiable_params
+from .reverse_ad import _unique, check_differentiable_params, derivative_rule
 
 
 def forward_ad(f: Function, wrt=(), name: str | None = None) -> Function:
@@ -36,16 +34,11 @@ def forward_ad(f: Function, wrt=(), name: str | None = None) -> Function:
         ts = [tangent.get(v) for v in new_op.operands]
         if all(t is None for t in ts):
             continue
-        opdef = get_op(op.opname)
-        if not opdef.differentiable:
+        jvp = derivative_rule(op, "jvp", "forward-ad")
+        if jvp is None:
             continue
-        if opdef.has_region:
-            raise IrgradError(f"forward-ad: '{op.opname}' ops cannot be differentiated; run "
-                              f"forward-ad before fuse")
-        if opdef.jvp is None:
-            raise IrgradError(f"forward-ad: '{op.opname}' has no JVP rule")
         b.loc = op.loc
-        for r, t in zip(new_op.results, opdef.jvp(b, new_op, ts)):
+        for r, t in zip(new_op.results, jvp(b, new_op, ts)):
             if t is not None and r.dtype.is_float:
                 if t.type != r.type:
                     raise AssertionError(f"JVP of '{op.opname}' gave {t.type} for {r.type}")

@@ -49,6 +49,20 @@ def check_differentiable_params(f: Function, wrt: list[int], what: str) -> None:
                               f"({p.type}): integer and boolean values carry no gradient")
 
 
+def derivative_rule(op, kind: str, pass_name: str):
+    """The op's "vjp" or "jvp" rule, or None when its derivative is zero everywhere."""
+    opdef = get_op(op.opname)
+    if not opdef.differentiable:
+        return None
+    if opdef.has_region:
+        raise IrgradError(f"{pass_name}: '{op.opname}' ops cannot be differentiated; run "
+                          f"{pass_name} before fuse")
+    rule = opdef.vjp if kind == "vjp" else opdef.jvp
+    if rule is None:
+        raise IrgradError(f"{pass_name}: '{op.opname}' has no {kind.upper()} rule")
+    return rule
+
+
 def backpropagate(b: Builder, f: Function, seeds: dict[Value, Value], wrt: list[Value]) -> list[Value]:
     """Emit the adjoint computation of `f`'s ops into `b` (after the forward ops, which `f`
     already holds) and return the adjoint of each `wrt` value (zeros where none flows)."""
@@ -58,19 +72,14 @@ def backpropagate(b: Builder, f: Function, seeds: dict[Value, Value], wrt: list[
         cts = [adjoint.get(r) for r in op.results]
         if all(c is None for c in cts):
             continue
-        opdef = get_op(op.opname)
-        if not opdef.differentiable:
-            continue
-        if opdef.has_region:
-            raise IrgradError(f"reverse-ad: '{op.opname}' ops cannot be differentiated; run "
-                              f"reverse-ad before fuse")
         wanted = [v in active for v in op.operands]
         if not any(wanted):
             continue
-        if opdef.vjp is None:
-            raise IrgradError(f"reverse-ad: '{op.opname}' has no VJP rule")
+        vjp = derivative_rule(op, "vjp", "reverse-ad")
+        if vjp is None:
+            continue
         b.loc = op.loc
-        contributions = opdef.vjp(b, op, cts, wanted)
+        contributions = vjp(b, op, cts, wanted)
         for v, c, want in zip(op.operands, contributions, wanted):
             if c is None or not want:
                 continue

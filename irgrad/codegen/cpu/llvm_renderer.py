@@ -449,23 +449,21 @@ class KernelRenderer:
             rp = w.assign(f"add i64 {r}, {a.d}")
             return w.assign(f"select i1 {neg}, i64 {rp}, i64 {r}")
         if isinstance(a, Clip):
-            self.declare("declare i64 @llvm.smax.i64(i64, i64)")
-            self.declare("declare i64 @llvm.smin.i64(i64, i64)")
-            x = self.index(a.x, scope)
-            t = w.assign(f"call i64 @llvm.smax.i64(i64 {x}, i64 {a.lo})")
-            return w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {a.hi})")
+            return self.clamp_i64(self.index(a.x, scope), a.lo, a.hi)
         if isinstance(a, Clamp):
-            self.declare("declare i64 @llvm.smax.i64(i64, i64)")
-            self.declare("declare i64 @llvm.smin.i64(i64, i64)")
             v = self.expr(a.value, scope)
             if a.value.dtype is DType.i32:
                 v = w.assign(f"sext i32 {v} to i64")
-            neg = w.assign(f"icmp slt i64 {v}, 0")
+            neg = w.assign(f"icmp slt i64 {v}, 0")  # numpy's negative indices count from the end
             wrapped = w.assign(f"add i64 {v}, {a.n}")
-            v2 = w.assign(f"select i1 {neg}, i64 {wrapped}, i64 {v}")
-            t = w.assign(f"call i64 @llvm.smax.i64(i64 {v2}, i64 0)")
-            return w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {a.n - 1})")
+            return self.clamp_i64(w.assign(f"select i1 {neg}, i64 {wrapped}, i64 {v}"), 0, a.n - 1)
         raise AssertionError(a)
+
+    def clamp_i64(self, x: str, lo: int, hi: int) -> str:
+        self.declare("declare i64 @llvm.smax.i64(i64, i64)")
+        self.declare("declare i64 @llvm.smin.i64(i64, i64)")
+        t = self.w.assign(f"call i64 @llvm.smax.i64(i64 {x}, i64 {lo})")
+        return self.w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {hi})")
 
     def expr(self, e: Sx, scope) -> str:
         """Render an expression DAG iteratively (post-order), memoized in `scope`."""
