@@ -57,10 +57,8 @@ def bench_function(fn, pipelines, backend: str = "cpu", repeat: int = 0, threads
     """One row per pipeline with the keys of `KEYS` (and a few more)."""
     from .api import as_function, compile as ig_compile
     fn = as_function(fn)
-    args = random_inputs(fn.ir, seed)
-    leaves = args
     from .frontend.pytree import unflatten
-    call_args = unflatten(fn.in_tree, leaves)
+    call_args = unflatten(fn.in_tree, random_inputs(fn.ir, seed))
     rows = []
     for pipe in pipelines:
         t0 = time.perf_counter()

@@ -64,8 +64,7 @@ class NumpyStep:
         self.ir = run_pipeline(fn.ir, pipeline)
         self.params = params
         self.opt_state = opt_state
-        self._p_leaves, self._p_tree = flatten(params)
-        self._s_leaves, self._s_tree = flatten(opt_state)
+        self._state_leaves = flatten(params)[0] + flatten(opt_state)[0]
 
     def __call__(self, *batch) -> float:
         from .ir.interpreter import run_function
@@ -74,7 +73,7 @@ class NumpyStep:
                                 f"argument(s), got {len(batch)}")
         leaves = self.fn.flatten_args((self.params, self.opt_state) + tuple(batch))
         outs = run_function(self.ir, leaves)
-        for dst, src in zip(self._p_leaves + self._s_leaves, outs[1:]):
+        for dst, src in zip(self._state_leaves, outs[1:]):
             np.copyto(dst, src)
         return float(outs[0])
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import scipy.special as sp
 
 import irgrad as ig
+from cli_runner import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,13 +47,7 @@ func @axpy(%a: f32[], %x: f32[3], %y: f32[3]) -> (f32[3], f32[]) {
 
 def irgrad(cwd, *args, ok=True):
     """Run the CLI in `cwd`; returns the CompletedProcess (asserting success when ok)."""
-    env = dict(os.environ, PYTHONPATH=REPO, IRGRAD_TRACEBACK="")
-    env.pop("IRGRAD_DUMP", None)
-    r = subprocess.run([sys.executable, "-m", "irgrad", *map(str, args)], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=120)
-    if ok:
-        assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
+    return run_cli(cwd, *args, ok=ok, timeout=120)
 
 
 def fails(cwd, *args, status=1) -> str:

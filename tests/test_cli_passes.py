@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import irgrad as ig
+from cli_runner import run_cli
 from irgrad.ir import run_function
 from irgrad.passes.memory import check_plan
 
@@ -57,15 +56,7 @@ BENCH_KEYS = {"pipeline", "ops", "kernels", "arena_bytes", "naive_bytes", "lower
               "compile_ms", "step_us_median"}
 
 
-def irgrad(cwd, *args, ok=True, stdin=None, env=None):
-    e = dict(os.environ, PYTHONPATH=REPO, IRGRAD_TRACEBACK="")
-    e.pop("IRGRAD_DUMP", None)
-    e.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "irgrad", *map(str, args)], cwd=cwd, env=e,
-                       input=stdin, capture_output=True, text=True, timeout=300)
-    if ok:
-        assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
+irgrad = run_cli
 
 
 def fails(cwd, *args) -> str:

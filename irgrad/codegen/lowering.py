@@ -16,13 +16,10 @@ import numpy as np
 
 from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
-from ..ir.registry import get_op
+from ..ir.indexing import atom_vars, operand_index, result_index
 from ..ir.types import DType
-from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form,
-                               kernel_scratch_bytes, operand_matrix_view, reduction_layout,
-                               region_anchor, result_matrix_view, view_chain, writer_chain)
-from ..ir.indexing import result_index
-from ..ir.indexing import operand_index
+from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, operand_matrix_view,
+                               reduction_layout, result_matrix_view, view_chain, writer_chain)
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
                         InRange, Ix, Load, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
                         Select, Store, Sx, Unary, Var, clip, delinearize, linearize)
@@ -465,24 +462,14 @@ def _all_indices(exprs, extra=()):
 
 
 def _mergeable(indices, a: Var, b: Var) -> bool:
+    """Every index uses a and b only affinely, with coeff(a) == coeff(b) * extent(b)."""
     for ix in indices:
         for atom, _ in ix.terms:
-            if not isinstance(atom, Var) and (a in ix.vars() or b in ix.vars()):
-                if a in _atom_vars(atom) or b in _atom_vars(atom):
-                    return False
+            if not isinstance(atom, Var) and ({a, b} & atom_vars(atom)):
+                return False
         if ix.coeff(a) != ix.coeff(b) * b.extent:
             return False
     return True
-
-
-def _atom_vars(atom):
-    from .kernel_ir import atom_vars
-    return atom_vars(atom)
-
-
-def _merge_mapping(a: Var, b: Var, j: Var) -> dict:
-    # valid when coeff(a) == coeff(b) * extent(b): c_b*(e*a + b) == c_b*j
-    return {a: Ix.of(0), b: Ix.of(j)}
 
 
 def _collapse_vars(vars_, indices):
@@ -496,7 +483,7 @@ def _collapse_vars(vars_, indices):
         cur = [ix.substitute(subst) if subst else ix for ix in indices]
         if _mergeable(cur, a, b):
             j = Var(f"{a.name}{b.name}", a.extent * b.extent)
-            m = _merge_mapping(a, b, j)
+            m = {a: Ix.of(0), b: Ix.of(j)}  # c_a a + c_b b == c_b (e_b a + b) == c_b j
             # compose: earlier substitutions that produced a or b now go to j
             subst = {k: v.substitute(m) for k, v in subst.items()}
             subst.update(m)
@@ -573,5 +560,3 @@ def lower_function(f: Function) -> Program:
     return ProgramBuilder(f).build()
 
 
-__all__ = ["lower_function", "Program", "get_op", "kernel_scratch_bytes", "region_anchor", "Cast",
-           "Unary"]

@@ -93,7 +93,6 @@ class _Storage:
     end: int
     values: list
     offset: int = -1
-    param: Value | None = None  # donated parameter buffer
 
 
 def _schedule_facts(f: Function):
@@ -117,7 +116,7 @@ def _schedule_facts(f: Function):
 
 
 def plan_memory(f: Function) -> Function:
-    pos, last, T = _schedule_facts(f)
+    _, last, T = _schedule_facts(f)
     params = set(f.params)
     donate = dict(enumerate(f.attrs.get("donate", ())))
     out_index = {}
@@ -143,7 +142,6 @@ def plan_memory(f: Function) -> Function:
                 if src in storage_of:
                     st = storage_of[src]
                 elif src in params:
-                    st = None
                     placements.append(src)
                     storage_of[r] = None
                     continue
@@ -151,8 +149,7 @@ def plan_memory(f: Function) -> Function:
             if st is None and r in out_index and donate.get(out_index[r], -1) >= 0:
                 p = f.params[donate[out_index[r]]]
                 if p.type.nbytes == r.type.nbytes and last.get(p, -1) <= t and p not in param_written \
-                        and _donation_ok(op, p, ri) and out_index.get(r) is not None \
-                        and f.outputs.count(r) == 1:
+                        and _donation_ok(op, p, ri) and f.outputs.count(r) == 1:
                     param_written[p] = r
                     placements.append(p)
                     storage_of[r] = None
@@ -161,7 +158,7 @@ def plan_memory(f: Function) -> Function:
             if st is None:
                 for oi, x in enumerate(op.operands):
                     sx = storage_of.get(x)
-                    if sx is None or x in params or sx.param is not None:
+                    if sx is None or x in params:
                         continue
                     if last.get(x) == t and sx.end <= t and inplace_safe(op, oi, ri) and \
                             all(last.get(v, -1) <= t for v in sx.values) and \
