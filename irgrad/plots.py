@@ -317,13 +317,13 @@ def _fmt_bytes(n: float) -> str:
 def memory_intervals(f: Function) -> list[dict]:
     """The buffers of a memory plan: one dict per arena placement (views of a buffer and
     results written into parameter buffers are left out)."""
-    from .passes.memory import VIEW_OPS, _schedule_facts
-    from .passes.patterns import kernel_scratch_bytes
+    from .ir.ops_kernel import kernel_scratch_bytes
+    from .ir.plan import VIEW_OPS, schedule_facts
     if "arena_bytes" not in f.attrs:
         raise IrgradError(f"@{f.name} has no memory plan (run a pipeline that ends with "
                           f"plan-memory)")
     names = value_names(f)
-    _, last, T = _schedule_facts(f)
+    _, last, T = schedule_facts(f)
     out = []
     for t, op in enumerate(f.ops):
         if op.mem is None:

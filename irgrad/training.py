@@ -8,13 +8,15 @@ function that can be printed, optimized, benchmarked and compiled like any other
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .api import as_function
 from .autodiff import value_and_grad
 from .errors import ArgumentError, IrgradError
 from .frontend.function import Function, trace
-from .frontend.pytree import flatten, unflatten
+from .frontend.pytree import LiveTree, flatten, unflatten
 from .frontend.specs import TensorSpec
 
 
@@ -54,7 +56,8 @@ def _zeros_tree(spec_tree):
 
 class NumpyStep:
     """A training step on the reference interpreter, with the same interface as the native
-    steps: `step(*batch) -> float loss`, parameters updated in place in `step.params`."""
+    steps: `step(*batch) -> float loss`, parameters updated in place in `step.params`
+    (assigning into it copies the new values in); calls serialize."""
 
     backend = "numpy"
 
@@ -62,20 +65,22 @@ class NumpyStep:
         from .passes.manager import run_pipeline
         self.fn = fn
         self.ir = run_pipeline(fn.ir, pipeline)
-        self.params = params
-        self.opt_state = opt_state
+        self.params = LiveTree.of(params)
+        self.opt_state = LiveTree.of(opt_state)
         self._state_leaves = flatten(params)[0] + flatten(opt_state)[0]
+        self._lock = threading.Lock()
 
     def __call__(self, *batch) -> float:
         from .ir.interpreter import run_function
         if len(batch) != len(self.fn.in_tree.children) - 2:
             raise ArgumentError(f"step() takes {len(self.fn.in_tree.children) - 2} batch "
                                 f"argument(s), got {len(batch)}")
-        leaves = self.fn.flatten_args((self.params, self.opt_state) + tuple(batch))
-        outs = run_function(self.ir, leaves)
-        for dst, src in zip(self._state_leaves, outs[1:]):
-            np.copyto(dst, src)
-        return float(outs[0])
+        with self._lock:
+            leaves = self.fn.flatten_args((self.params, self.opt_state) + tuple(batch))
+            outs = run_function(self.ir, leaves)
+            for dst, src in zip(self._state_leaves, outs[1:]):
+                np.copyto(dst, src)
+            return float(outs[0])
 
 
 def _own_params(params):

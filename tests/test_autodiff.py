@@ -897,7 +897,7 @@ def test_ad_refuses_fused_ops():
     body = Block(inner)
     bb = Builder(body)
     body.outputs = [bb.sin(body.args[0])]
-    op = Builder(f.body).emit_op("fused", [f.params[0]], {"kind": "elementwise"}, None, [body])
+    op = Builder(f.body).emit_op("fused", [f.params[0]], {"kind": "loop"}, None, [body])
     f.set_outputs([Builder(f.body).reduce_sum(op.result, (0,))])
     verify_function(f)
     with pytest.raises(ig.IrgradError, match="fuse"):

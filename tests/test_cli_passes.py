@@ -15,7 +15,7 @@ import pytest
 import irgrad as ig
 from cli_runner import run_cli
 from irgrad.ir import run_function
-from irgrad.passes.memory import check_plan
+from irgrad.ir.plan import check_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

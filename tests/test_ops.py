@@ -531,7 +531,7 @@ def fused_function(with_kind=True):
     rb = Builder(region)
     y = rb.tanh(rb.add(region.args[0], rb.broadcast(region.args[1], (2, 3), (1,))))
     region.outputs = [rb.scale(y, 2.0), y]
-    attrs = {"kind": "elementwise"} if with_kind else {}
+    attrs = {"kind": "loop"} if with_kind else {}
     op = Builder(f.body).emit_op("fused", f.params, attrs, regions=[region])
     f.set_outputs(op.results)
     return f
@@ -554,16 +554,52 @@ def test_fused_errors():
     region = Block([tt(F64, (3,))])
     region.outputs = [region.args[0]]
     with pytest.raises(ig.ShapeError, match="region arguments"):
-        b.emit_op("fused", f.params, {}, regions=[region])
+        b.emit_op("fused", f.params, {"kind": "loop"}, regions=[region])
     good = Block([tt(F32, (3,))])
     good.outputs = [good.args[0]]
     with pytest.raises(ig.ShapeError, match="must match the values its region yields"):
-        b.emit_op("fused", f.params, {}, [tt(F32, (4,))], regions=[good])
+        b.emit_op("fused", f.params, {"kind": "loop"}, [tt(F32, (4,))], regions=[good])
     empty = Block([tt(F32, (3,))])
     with pytest.raises(ig.ShapeError, match="at least one value"):
-        b.emit_op("fused", f.params, {}, regions=[empty])
+        b.emit_op("fused", f.params, {"kind": "loop"}, regions=[empty])
     with pytest.raises(ig.ShapeError, match="'kind'"):
         b.emit_op("fused", f.params, {"kind": 3}, regions=[good])
+    with pytest.raises(ig.ShapeError, match="needs attribute 'kind'"):
+        b.emit_op("fused", f.params, {}, regions=[good])
+    with pytest.raises(ig.ShapeError, match="must be one of 'loop', 'reduce', 'matmul'"):
+        b.emit_op("fused", f.params, {"kind": "lop"}, regions=[good])
+
+
+def _region(build, *types):
+    region = Block(list(types))
+    region.outputs = build(Builder(region), *region.args)
+    return region
+
+
+@pytest.mark.parametrize("kind,build,words", [
+    ("reduce", lambda b, x: [b.exp(x)], "holds 0 reductions"),
+    ("loop", lambda b, x: [b.reduce_sum(x, (0,))], "cannot hold a reduction"),
+    ("matmul", lambda b, x: [b.exp(x)], "needs matmuls"),
+    ("loop", lambda b, x: [b.exp(x), b.reduce_sum(b.exp(x), (0,))], "cannot hold a reduction"),
+    ("reduce", lambda b, x: [b.reduce_sum(b.reduce_sum(x, (0,)), (0,))], "holds 2 reductions"),
+])
+def test_fused_kind_must_match_its_region(kind, build, words):
+    """Native code generation relies on `kind`: the verifier holds the region to it."""
+    f = Function("f", [tt(F32, (3, 2))])
+    with pytest.raises(ig.ShapeError, match=words):
+        Builder(f.body).emit_op("fused", f.params, {"kind": kind}, regions=[_region(build, tt(F32, (3, 2)))])
+
+
+def test_fused_region_results_have_the_kernels_sizes():
+    f = Function("f", [tt(F32, (3, 2))])
+    with pytest.raises(ig.ShapeError, match="same number of elements"):
+        Builder(f.body).emit_op("fused", f.params, {"kind": "loop"}, regions=[
+            _region(lambda b, x: [b.exp(x), b.slice(x, (0, 0), (1, 2))], tt(F32, (3, 2)))])
+    with pytest.raises(ig.ShapeError, match="cannot hold 'scatter_add'"):
+        Builder(f.body).emit_op("fused", f.params, {"kind": "loop"}, regions=[_region(
+            lambda b, x: [b.emit("scatter_add", x, b.const(np.zeros(2, np.int32), tt(I32, (2,))),
+                                 b.slice(x, (0, 0), (2, 2)), axis=0)],
+            tt(F32, (3, 2)))])
 
 
 # --- attributes in general ---------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
 from ..ir.indexing import atom_vars, operand_index, result_index
 from ..ir.types import DType
-from ..passes.patterns import (STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, operand_matrix_view,
-                               reduction_layout, result_matrix_view, view_chain, writer_chain)
+from ..ir.ops_kernel import REDUCTIONS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
+from ..ir.plan import check_plan, placements
+from ..passes.patterns import operand_matrix_view, result_matrix_view, view_chain, writer_chain
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
                         InRange, Ix, Load, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
                         Select, Store, Sx, Unary, Var, clip, delinearize, linearize)
@@ -219,8 +220,7 @@ class ProgramBuilder:
             self.where[op.result] = c if c is not None else self.constant(
                 np.broadcast_to(value, op.result.shape), op.result.dtype)
             return
-        places = [p for p in op.mem if not isinstance(p, tuple)]
-        scratch = [p[1] for p in op.mem if isinstance(p, tuple)]
+        places, scratch = placements(op)
         outs = []
         for i, (r, p) in enumerate(zip(op.results, places)):
             buf = self.buf_for(r, p, f"v{t}_{i}")
@@ -263,7 +263,7 @@ class ProgramBuilder:
         kinds = {o.opname for o in ops}
         if "matmul" in kinds:
             return self.lower_gemm(name, op, ops, outputs, outs, sources, ev, scratch)
-        if kinds & {"reduce_sum", "reduce_max"}:
+        if kinds & set(REDUCTIONS):
             return self.lower_reduce(name, op, ops, outputs, outs, sources, ev, scratch)
         if "scatter_add" in kinds:
             return self.lower_scatter(name, ops[0], outs[0], sources, ev)
@@ -285,7 +285,7 @@ class ProgramBuilder:
         return collapse_loop(LoopKernel(name, loops, stores))
 
     def lower_reduce(self, name, op, ops, outputs, outs, sources, ev, scratch) -> ReduceKernel:
-        reds = [o for o in ops if o.opname in ("reduce_sum", "reduce_max")]
+        reds = [o for o in ops if o.opname in REDUCTIONS]
         if len(reds) != 1:
             raise IrgradError(f"lowering: a reduce kernel holds {len(reds)} reductions")
         red = reds[0]
@@ -321,7 +321,7 @@ class ProgramBuilder:
             elif scratch:
                 acc_buf = Buf(f"{name}_acc", ARENA_SLOT, scratch[0], dt, red.result.type.size)
             elif red.result.type.nbytes > STACK_ACCUMULATOR_LIMIT:
-                raise AssertionError("column reduction without scratch")
+                raise IrgradError("lowering: a column reduction has no scratch for its partial sums")
         k = ReduceKernel(name, outer, inner, combine, init, dt, operand, prologue, epilogue,
                          layout, acc_buf, acc_index, red.result.type.size)
         return block_long_sums(collapse_reduce(k))
@@ -375,7 +375,7 @@ class ProgramBuilder:
             elif scratch:
                 target = Buf(f"{name}_mm", ARENA_SLOT, scratch[0], dt, mm.result.type.size)
             else:
-                raise AssertionError("matmul kernel without a target")
+                raise IrgradError("lowering: a matmul kernel has nowhere to put its product")
             c = cview(target)
         if sources.get(mm.result) is None:
             sources.set(mm.result, target)
@@ -554,9 +554,11 @@ def block_long_sums(k: ReduceKernel) -> ReduceKernel:
 
 
 def lower_function(f: Function) -> Program:
-    """The Program of a function that has been through plan-memory."""
+    """The Program of a function that has been through plan-memory. The plan is proved
+    sound first (ir/plan.py): native code runs exactly what it says."""
     if "arena_bytes" not in f.attrs:
         raise IrgradError("lowering needs a memory plan (run plan-memory last)")
+    check_plan(f)
     return ProgramBuilder(f).build()
 
 

@@ -117,6 +117,7 @@ class Function:
         self.body.parent = self
         self.result_types: list[TensorType] = list(result_types or [])
         self.attrs: dict = {}  # function-level annotations (e.g. the memory plan summary)
+        self.span: TextSpan | None = None  # where `func` was in parsed IR text
 
     @property
     def params(self) -> list[Value]:

@@ -114,10 +114,14 @@ binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t:
 # d(a/b) = da / b - (a/b^2) db = da / b - (y/b) db
 binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
        lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point")
-# d(a^b) = b a^(b-1) da + log(a) a^b db
+# d(a^b) = b a^(b-1) da + log(a) a^b db, with the conventions of JAX and PyTorch where the
+# formula is 0 * inf: d/da a^0 = 0 (also at a = 0) and d/db a^b = 0 at a = 0
 binary("pow", np.power,
-       lambda b, x, y, t: b.mul(t, b.mul(x[1], b.pow(x[0], b.sub(x[1], b.ones_like(x[1]))))),
-       lambda b, x, y, t: b.mul(t, b.mul(b.log(x[0]), y)), pred=_float, words="floating-point")
+       lambda b, x, y, t: b.select(b.eq(x[1], b.zeros_like(x[1])), b.zeros_like(t),
+                                   b.mul(t, b.mul(x[1], b.pow(x[0], b.sub(x[1], b.ones_like(x[1])))))),
+       lambda b, x, y, t: b.select(b.eq(x[0], b.zeros_like(x[0])), b.zeros_like(t),
+                                   b.mul(t, b.mul(b.log(x[0]), y))),
+       pred=_float, words="floating-point")
 # d max(a,b) = da where a > b, db where a <= b (ties go to b, so relu'(0) = 0 as in PyTorch).
 # The mask reads the result: max(a,b) > b exactly when a > b, so relu's backward needs only
 # relu's output (which the next layer keeps anyway), not its input.

@@ -73,7 +73,7 @@ class Parser:
         return m
 
     def function(self) -> Function:
-        self.expect("func", "'func'")
+        func_tok = self.expect("func", "'func'")
         name = self.expect_kind("func_name", "a function name like @loss").text[1:]
         scope: dict[str, Value] = {}
         params, names = self.param_list(scope, "(", ")")
@@ -93,6 +93,7 @@ class Parser:
             fattrs = {k: v for k, (v, _) in self.attr_dict().items()}
         f = Function(name, [t for _, t in params], names, results)
         f.attrs = fattrs
+        f.span = func_tok.span
         for (tok, _), v in zip(params, f.params):
             scope[tok.text[1:]] = v
         self.expect("{", "'{' to open the function body")

@@ -12,7 +12,7 @@ Parameters keep their names; op results are numbered in order through the whole 
 regions included, so printing is deterministic and `parse(print(f))` prints identically.
 A region (a fused kernel's body) follows its op's line, indented one level deeper:
 
-      %5 = fused %0, %b {kind="elementwise"} : f32[32,10] {
+      %5 = fused %0, %b {kind="loop"} : f32[32,10] {
         (%6: f32[32,10], %7: f32[10]):
         %8 = broadcast %7 {dims=[1]} : f32[32,10]
         %9 = add %6, %8 : f32[32,10]

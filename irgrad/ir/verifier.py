@@ -6,7 +6,9 @@ pass.
 - every value is defined once; every op belongs to exactly one block;
 - the op exists, its attributes fit its schema, and its result types are what the
   registry infers from its operands and attributes;
-- the returned values' types match the function's signature.
+- the returned values' types match the function's signature;
+- `donate` pairs results with distinct parameters of the same type; a memory plan, if the function carries one, is sound (ir/plan.py:
+  the same proof that `plan-memory` and the lowering rely on).
 
 A `VerifyError` names the op and its line, and shows the lines around it: from the text
 the function was parsed from when there is one, else from the printed function.
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 from ..errors import ShapeError, TextSpan, VerifyError, caret_excerpt
 from .core import Block, Function, Module, Operation
+from .plan import has_plan, plan_problem
 from .registry import check_attrs, get_op, infer_types
 
 
 class _Fail(Exception):
-    def __init__(self, message, op=None, block=None):
+    def __init__(self, message, op=None, block=None, header=False):
         self.message, self.op, self.block = message, op, block  # block: at its return
+        self.header = header  # about the function itself: shown at its `func` line
 
 
 def verify_function(f: Function, text: str | None = None, filename: str = "<ir>") -> None:
@@ -52,6 +56,46 @@ def _check_function(f: Function) -> None:
             raise _Fail(f"parameter %{p.name} appears twice")
         defined.add(p)
     _check_block(f.body, set(f.params), seen_ops, defined)
+    _check_outputs(f)
+    _check_function_attrs(f)
+    if has_plan(f):
+        problem = plan_problem(f)
+        if problem is not None:
+            raise _Fail(problem[0], problem[1], header=problem[1] is None)
+
+
+def _check_function_attrs(f: Function) -> None:
+    """`donate` and the plan's attributes mean something; other function attributes are
+    annotations that nothing reads."""
+    donate = f.attrs.get("donate")
+    if donate is None:
+        return
+    n = len(f.params)
+    if not isinstance(donate, (list, tuple)) or any(
+            isinstance(d, bool) or not isinstance(d, int) for d in donate):
+        raise _Fail(f"@{f.name}: 'donate' must be a list of integers (a parameter index or -1 per "
+                    f"result), got {donate!r}", header=True)
+    if len(donate) != len(f.result_types):
+        raise _Fail(f"@{f.name}: 'donate' lists {len(donate)} entries for {len(f.result_types)} "
+                    f"result(s)", header=True)
+    seen = set()
+    for i, d in enumerate(donate):
+        if d == -1:
+            continue
+        if not 0 <= d < n:
+            raise _Fail(f"@{f.name}: 'donate' entry {i} is {d}, not -1 or a parameter index "
+                        f"(0..{n - 1})", header=True)
+        if d in seen:
+            raise _Fail(f"@{f.name}: 'donate' gives parameter {d} to two results", header=True)
+        seen.add(d)
+        if f.params[d].type != f.result_types[i]:
+            raise _Fail(f"@{f.name}: 'donate' pairs result {i} ({f.result_types[i]}) with "
+                        f"%{f.params[d].name} ({f.params[d].type}); their types differ", header=True)
+    if isinstance(donate, list):
+        f.attrs["donate"] = tuple(donate)  # as the printer and the planner expect
+
+
+def _check_outputs(f: Function) -> None:
     if len(f.outputs) != len(f.result_types):
         raise _Fail(f"@{f.name} returns {len(f.outputs)} value(s) but its signature has "
                     f"{len(f.result_types)}", block=f.body)
@@ -74,8 +118,8 @@ def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> Non
                     raise _Fail(f"operand {i} ({v.type}) is not defined before this use"
                                 + (" in this region" if blk is not block else ""), op)
             _check_op(op)
-            if op.mem is not None:
-                _check_placement(op, block.args if blk is block else (), blk is block)
+            if op.mem is not None and blk is not block:
+                raise _Fail("ops inside a region have no memory placement", op)
             for r in op.results:
                 if r in defined or r.owner is not op:
                     raise _Fail("a result is defined twice", op)
@@ -91,27 +135,6 @@ def _check_block(block: Block, visible: set, seen_ops: set, defined: set) -> Non
                 raise _Fail(f"a returned value ({v.type}) is not defined in its block",
                             blk.parent if isinstance(blk.parent, Operation) else None,
                             block=blk)
-
-
-def _check_placement(op: Operation, params, top_level: bool) -> None:
-    """A memory plan annotation: one placement per result, arena offsets aligned to 64
-    bytes, parameters of the function with room for the result."""
-    if not top_level:
-        raise _Fail("ops inside a region have no memory placement", op)
-    places = [p for p in op.mem if not isinstance(p, tuple)]
-    if len(places) != len(op.results):
-        raise _Fail(f"mem[...] lists {len(places)} placement(s) for {len(op.results)} result(s)", op)
-    for r, p in zip(op.results, places):
-        if isinstance(p, int):
-            if p < 0 or p % 64:
-                raise _Fail(f"arena offset {p} is not a non-negative multiple of 64", op)
-        elif p not in params:
-            raise _Fail("a result can only be placed in the arena or in a parameter's buffer", op)
-        elif p.type.nbytes != r.type.nbytes:
-            raise _Fail(f"%{p.name} ({p.type}) cannot hold a result of {r.type}", op)
-    for p in op.mem:
-        if isinstance(p, tuple) and (p[1] < 0 or p[1] % 64):
-            raise _Fail(f"scratch offset {p[1]} is not a non-negative multiple of 64", op)
 
 
 def _check_op(op: Operation) -> None:
@@ -140,6 +163,8 @@ def _check_op(op: Operation) -> None:
 
 def _to_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyError:
     op = e.op
+    if e.header:
+        return _header_error(f, e, text, filename)
     if op is None and e.block is f.body:
         return _return_error(f, e, text, filename)
     if op is None:
@@ -173,4 +198,17 @@ def _return_error(f: Function, e: _Fail, text: str | None, filename: str) -> Ver
         line = max(i for i, ln in enumerate(lines, 1) if ln.startswith("  return"))
         span = TextSpan(line, lines[line - 1].find("return") + 1, len("return"))
     return VerifyError(e.message, "return", span.line, caret_excerpt(src, span, context=2),
+                       fname, span.col)
+
+
+def _header_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyError:
+    """An error about the function as a whole, shown at its `func` line."""
+    span = getattr(f, "span", None)
+    if text is None or span is None:
+        from .printer import print_function
+        src, fname = print_function(f), f"<@{f.name} as printed>"
+        span = TextSpan(1, 1, len("func"))
+    else:
+        src, fname = text, filename
+    return VerifyError(e.message, None, span.line, caret_excerpt(src, span, context=0),
                        fname, span.col)

@@ -25,7 +25,9 @@ region stays within `max-ops` ops:
 - concat writers: matmuls whose results are only assembled (permuted, concatenated) into
   one stored value write their pieces of it directly.
 
-A kernel of one op stays a plain op. Region text:
+A kernel of one op stays a plain op. Kernels already in the IR (`fused` ops, e.g. in the
+output of an earlier `fuse`, or written by hand) are kept as they are, like any op that is
+a kernel of its own, so fusing fused IR again changes nothing. Region text:
 
     %5 = fused %2, %b {kind="matmul"} : f32[64,128] {
       (%6: f32[64,64], %7: f32[64,128], %8: f32[128]):
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
+from ..ir.ops_kernel import REDUCTIONS, UNFUSIBLE
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass
@@ -48,7 +51,6 @@ from .patterns import (PERMUTING_VIEWS, VIEW_OPS, operand_matrix_view, result_ma
 
 INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iota", "const",
              "gather", "stop_gradient"}
-REDUCTIONS = {"reduce_sum", "reduce_max"}
 EXPENSIVE = {"exp", "log", "sin", "cos", "tanh", "sqrt", "pow", "div"}
 FREE = {"broadcast", "reshape", "transpose", "slice", "const", "iota", "stop_gradient"}
 # ops whose result element i is operand element i in row-major order: fusing through them
@@ -57,7 +59,9 @@ LINEAR_VIEWS = {"reshape", "stop_gradient"}
 
 
 def op_class(op: Operation) -> str:
-    """loop (elementwise or data movement), reduce, matmul, or opaque."""
+    """loop (elementwise or data movement), reduce, matmul, or opaque (a kernel of its own)."""
+    if op.opname in UNFUSIBLE:
+        return "opaque"
     if op.opname in REDUCTIONS:
         return "reduce"
     if op.opname == "matmul":
@@ -376,7 +380,8 @@ class _Fuser:
             members = self.members(k)
             ins = self.inputs(k, members)
             homes_out = [h for h in k.homes if h in self.outputs or h in read_elsewhere]
-            if len(members) == 1 and members[0].regions == [] and len(homes_out) == len(members[0].results):
+            if len(members) == 1 and (members[0].opname == "fused" or (
+                    not members[0].regions and len(homes_out) == len(members[0].results))):
                 op = members[0]
                 clone_ops_into([op], _Sink(new_ops, body), mapping)
                 continue

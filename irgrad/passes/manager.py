@@ -6,8 +6,8 @@ comma-separated pass names with optional `{key=value, ...}` options; the presets
 `O1`, `O2` expand in place and can be mixed with passes (`"O1,fuse"`). O1's passes repeat
 until a round changes nothing (at most 4 rounds), so O1 applied twice equals O1 once.
 
-`run_pipeline` never mutates its input: it works on a copy, verifies after every pass
-(unless `verify=False`), and offers print-before/after hooks, `--print-after=NAME`,
+`run_pipeline` never mutates its input: it works on a copy, verifies the input and the
+result of every pass (unless `verify=False`), and offers print-before/after hooks, `--print-after=NAME`,
 `--time-passes`, and `IRGRAD_DUMP=DIR` (one numbered file per pass: `03-fuse.ir`).
 """
 
@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from ..errors import PipelineError, VerifyError
 from ..ir.core import Function, Module, clone_function
+from ..ir.plan import has_plan, strip_plan
 from ..ir.printer import print_function
 from ..ir.verifier import verify_function
 
@@ -44,6 +45,9 @@ class Pass:
     """Base class: subclasses set `name` and implement `run(function) -> function`."""
 
     name: ClassVar[str] = ""
+    # A memory plan describes one exact list of ops, so it is removed before any pass that
+    # may change them (plan-memory makes a new one); passes that only look keep it.
+    preserves_plan: ClassVar[bool] = False
 
     def run(self, f: Function) -> Function:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -79,6 +83,7 @@ class VerifyPass(Pass):
     """Check the IR against the verifier's rules; changes nothing."""
 
     name: ClassVar[str] = "verify"
+    preserves_plan: ClassVar[bool] = True
 
     def run(self, f: Function) -> Function:
         verify_function(f)
@@ -231,6 +236,8 @@ def run_pipeline(obj, pipeline="O2", *, verify: bool = True, print_before_all: b
 
 
 def _run_function(f: Function, passes, verify: bool, inst: Instruments) -> Function:
+    if verify:
+        verify_function(f)  # hand-built or hand-edited IR: nothing unverified goes further
     f = clone_function(f)
     if inst.dump_dir:
         os.makedirs(inst.dump_dir, exist_ok=True)
@@ -254,7 +261,7 @@ def _run_fixpoint(f: Function, group: Fixpoint, verify: bool, inst: Instruments,
             t0 = time.perf_counter()
             trial = clone_function(f)
             for p in group.passes:
-                trial = p.run(trial)
+                trial = p.run(_prepare(trial, p))
             inst.timings.append((f"({group.name}: fixpoint check)", f.name, time.perf_counter() - t0))
             if print_function(trial) == print_function(f):
                 break
@@ -268,7 +275,7 @@ def _run_pass(f: Function, p: Pass, verify: bool, inst: Instruments, i: int) -> 
     if inst.print_before_all:
         _print(inst, f"IR Dump Before {p.spec()}", f)
     t0 = time.perf_counter()
-    f = p.run(f)
+    f = p.run(_prepare(f, p))
     dt = time.perf_counter() - t0
     if verify and p.name != "verify":
         try:
@@ -280,6 +287,12 @@ def _run_pass(f: Function, p: Pass, verify: bool, inst: Instruments, i: int) -> 
         _print(inst, f"IR Dump After {p.spec()}", f)
     if inst.dump_dir:
         _dump(inst, i, p.name, f)
+    return f
+
+
+def _prepare(f: Function, p) -> Function:
+    if not p.preserves_plan and has_plan(f):
+        strip_plan(f)
     return f
 
 

@@ -13,9 +13,9 @@ to its last reader (to the end for results of the function). Values share storag
   over it (`inplace_safe`).
 
 Storages then get 64-byte aligned offsets, largest first, each at the lowest offset free
-for its whole lifetime (best fit). `check_plan` re-derives lifetimes from the printed
-plan and proves that no two simultaneously live buffers overlap; tests run it after
-every plan. The plan prints in the IR (`mem[OFFSET]`, `mem[%param]` for a donated
+for its whole lifetime (best fit). `check_plan` (ir/plan.py) re-derives lifetimes from
+the printed plan and proves it sound; the pass runs it on its own plan, the verifier on
+every plan it sees. The plan prints in the IR (`mem[OFFSET]`, `mem[%param]` for a donated
 buffer, `scratch[OFFSET]` for a kernel's temporary) and the function's attributes
 summarize it: `arena_bytes` (what the plan allocates), `naive_bytes` (one buffer per
 intermediate value) and `lower_bound_bytes` (the most bytes live at one point).
@@ -26,64 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
-from ..ir.registry import get_op
+from ..ir.ops_kernel import kernel_scratch_bytes
+from ..ir.plan import VIEW_OPS, aligned, check_plan, inplace_safe, schedule_facts
 from .manager import Pass, register_pass
-from .patterns import gemm_accumulate_form, kernel_scratch_bytes
-
-ALIGN = 64
-VIEW_OPS = ("reshape", "stop_gradient")
-
-
-def aligned(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def inplace_safe(op: Operation, operand_index: int, result_index: int) -> bool:
-    """May `op` write result `result_index` over the storage of operand `operand_index`?
-
-    True when every element of the result is written only after the same element of the
-    operand has been read, and no other element of the operand is read later: the op
-    reads the operand through elementwise ops alone (same index as the result), and the
-    types have the same size. Matmul kernels qualify only in the GEMM form
-    `beta * C + alpha * (A @ B)` with C the operand (BLAS accumulates into C).
-    """
-    x, r = op.operands[operand_index], op.results[result_index]
-    if x.type.size != r.type.size or x.dtype.itemsize != r.dtype.itemsize:
-        return False
-    if not op.regions:
-        opdef = get_op(op.opname)
-        return opdef.elementwise and op.opname != "stop_gradient"
-    kind = op.attrs.get("kind")
-    region = op.regions[0]
-    arg = region.args[operand_index]
-    if kind == "matmul":
-        # BLAS accumulates beta * C + alpha * A @ B into C; a second result would need
-        # the bare product, which is then nowhere in memory.
-        form = gemm_accumulate_form(op, result_index)
-        return form is not None and form.c_arg == operand_index and len(region.outputs) == 1
-    # loop and reduce kernels: every path from the argument to any output is elementwise
-    # and stays in the output's shape (no reduction in between).
-    return _elementwise_paths_only(region, arg)
-
-
-def _elementwise_paths_only(region, arg: Value) -> bool:
-    frontier, seen = [arg], set()
-    users: dict[Value, list[Operation]] = {}
-    for o in region.ops:
-        for v in o.operands:
-            users.setdefault(v, []).append(o)
-    while frontier:
-        x = frontier.pop()
-        for u in users.get(x, ()):
-            if u in seen:
-                continue
-            seen.add(u)
-            if not (get_op(u.opname).elementwise or u.opname in ("reshape", "stop_gradient")):
-                return False
-            frontier.extend(u.results)
-    return True
 
 
 @dataclass
@@ -95,28 +41,8 @@ class _Storage:
     offset: int = -1
 
 
-def _schedule_facts(f: Function):
-    """Definition and last-use positions of every top-level value. A value read through a
-    view (reshape, stop_gradient) counts as read wherever the view is read."""
-    T = len(f.ops)
-    pos = {}
-    last = {}
-    for t, op in enumerate(f.ops):
-        for v in op.operands:
-            last[v] = t
-        for r in op.results:
-            pos[r] = t
-    for v in f.outputs:
-        last[v] = T
-    for op in reversed(f.ops):
-        if op.opname in VIEW_OPS and not op.regions and op.result in last:
-            src = op.operands[0]
-            last[src] = max(last.get(src, -1), last[op.result])
-    return pos, last, T
-
-
 def plan_memory(f: Function) -> Function:
-    _, last, T = _schedule_facts(f)
+    _, last, T = schedule_facts(f)
     params = set(f.params)
     donate = dict(enumerate(f.attrs.get("donate", ())))
     out_index = {}
@@ -228,90 +154,6 @@ def _lower_bound(storages: list[_Storage], T: int) -> int:
         cur += d
         best = max(best, cur)
     return best
-
-
-def check_plan(f: Function) -> None:
-    """Prove the plan sound: raises IrgradError if two simultaneously live buffers overlap,
-    a buffer leaves the arena or is misaligned, or a donated parameter is read after it
-    is overwritten. Lifetimes are recomputed from the IR, not taken from the planner."""
-    if "arena_bytes" not in f.attrs:
-        raise IrgradError(f"@{f.name} has no memory plan")
-    arena = f.attrs["arena_bytes"]
-    pos, last, T = _schedule_facts(f)
-    intervals = []  # (offset, size, start, end, value, op)
-    offset_of: dict[Value, int] = {}
-    written_param: dict[Value, int] = {}
-    for t, op in enumerate(f.ops):
-        if op.opname == "const":
-            continue
-        if op.mem is None:
-            raise IrgradError(f"@{f.name}: op {t} ('{op.opname}') has no placement")
-        places = [p for p in op.mem if not isinstance(p, tuple)]
-        scratch = [p[1] for p in op.mem if isinstance(p, tuple)]
-        if len(places) != len(op.results):
-            raise IrgradError(f"@{f.name}: op {t} ('{op.opname}') has {len(places)} placements "
-                              f"for {len(op.results)} results")
-        for ri, (r, p) in enumerate(zip(op.results, places)):
-            if isinstance(p, Value):
-                if op.opname in VIEW_OPS and op.operands[0] is p:
-                    continue
-                if p.type.nbytes != r.type.nbytes:
-                    raise IrgradError(f"@{f.name}: op {t} writes {r.type} into %{p.name} ({p.type})")
-                if last.get(p, -1) > t:
-                    raise IrgradError(f"@{f.name}: op {t} overwrites %{p.name}, which op "
-                                      f"{last[p]} still reads")
-                if p in written_param:
-                    raise IrgradError(f"@{f.name}: %{p.name} is written twice")
-                if p in op.operands and not all(inplace_safe(op, i, ri) for i, v in enumerate(op.operands) if v is p):
-                    raise IrgradError(f"@{f.name}: op {t} cannot write over %{p.name} while reading it")
-                written_param[p] = t
-                continue
-            off = int(p)
-            if off % ALIGN or off < 0 or off + r.type.nbytes > arena:
-                raise IrgradError(f"@{f.name}: op {t} result {ri} at offset {off} is misaligned or "
-                                  f"outside the arena of {arena} bytes")
-            offset_of[r] = off
-            intervals.append((off, r.type.nbytes, t, last.get(r, t), r, op))
-        for off in scratch:
-            if off % ALIGN or off < 0 or off > arena:
-                raise IrgradError(f"@{f.name}: op {t} scratch at {off} is outside the arena")
-            size = kernel_scratch_bytes(op)
-            intervals.append((off, size, t, t, None, op))
-    intervals.sort(key=lambda x: x[0])
-    for i, a in enumerate(intervals):
-        for b in intervals[i + 1:]:
-            if b[0] >= a[0] + a[1]:
-                break
-            if a[3] < b[2] or b[3] < a[2]:
-                continue  # lifetimes disjoint
-            if _legal_share(a, b) or _legal_share(b, a):
-                continue
-            raise IrgradError(
-                f"@{f.name}: buffers overlap while both live: [{a[0]}, {a[0] + a[1]}) of op {a[2]} "
-                f"(live {a[2]}..{a[3]}) and [{b[0]}, {b[0] + b[1]}) of op {b[2]} (live {b[2]}..{b[3]})")
-
-
-def _legal_share(a, b) -> bool:
-    """b may share a's bytes: b is a view of a, or b is written in place over a at the op
-    where a dies (same offset)."""
-    va, vb, opb = a[4], b[4], b[5]
-    if va is None or vb is None or a[0] != b[0]:
-        return False
-    if opb.opname in VIEW_OPS and not opb.regions and opb.operands[0] is va:
-        return True
-    if a[3] == b[2]:
-        ri = opb.results.index(vb)
-        # the dying value may be read directly or through a view of it (a reshape)
-        return any(_same_view_root(x) is _same_view_root(va) and inplace_safe(opb, i, ri)
-                   for i, x in enumerate(opb.operands))
-    # a view chain: both views of the same storage at the same offset
-    return _same_view_root(va) is _same_view_root(vb)
-
-
-def _same_view_root(v: Value) -> Value:
-    while v.op is not None and v.op.opname in VIEW_OPS and not v.op.regions:
-        v = v.op.operands[0]
-    return v
 
 
 @register_pass

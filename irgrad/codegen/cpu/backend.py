@@ -1,12 +1,14 @@
 """The CPU backend: compiled functions and whole training steps in one native call.
 
-`NativeProgram` owns everything a compiled program touches: the JIT-compiled code, the
-arena (one 64-byte aligned block for every intermediate), the pointer table the code
-reads its buffers from, and the constants. `CpuFunction` (from `ig.compile`) checks its
-arguments, points the table at them and copies the results out; `CpuStep` (from
-`ig.compile_step`) keeps parameters and optimizer state in persistent buffers that the
-step updates in place, copies the batch into persistent buffers, and returns the loss as
-a float: no allocation per step, one native call.
+`NativeProgram` owns a compiled program: the JIT-compiled code, the constants and the
+runtime layout. A `Memory` is what one call touches: the arena (one 64-byte aligned block
+for every intermediate) and the pointer table the code reads its buffers from.
+`CpuFunction` (from `ig.compile`) checks its arguments, takes a memory from a pool,
+points its table at them and copies the results out, so threads may call it at once;
+`CpuStep` (from `ig.compile_step`) keeps parameters and optimizer state in persistent
+buffers that the step updates in place, copies the batch into persistent buffers, and
+returns the loss as a float: no allocation per step, one native call; its calls
+serialize (one set of parameters).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import ctypes
 import io
 import json
 import os
+import threading
 import time
 
 import numpy as np
 
-from ...errors import ArgumentError
-from ...frontend.pytree import flatten, unflatten
+from ...errors import ArgumentError, IrgradError
+from ...frontend.pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value, clone_function
 from ...ir.interpreter import check_argument, check_arguments
+from ...ir.plan import has_plan, is_view, placements
 from ...ir.printer import print_function
 from ..kernel_ir import GemmKernel
 from ..lowering import lower_function
@@ -60,8 +64,8 @@ def plan_for_codegen(ir: IrFunction, pipeline: str) -> IrFunction:
     """Run `pipeline`; codegen needs a memory plan, so plan-memory runs last if the
     pipeline did not end with it."""
     from ...passes.manager import run_pipeline
-    out = run_pipeline(ir, pipeline)
-    if "arena_bytes" not in out.attrs or not out.ops or out.ops[-1].mem is None:
+    out = run_pipeline(ir, pipeline)  # verifies its input: a plan given with it is proved sound
+    if not has_plan(out):
         out = run_pipeline(out, "plan-memory")
     return out
 
@@ -73,11 +77,42 @@ def _aligned_empty(nbytes: int, align: int = 64) -> tuple[np.ndarray, int]:
     return raw, addr + off
 
 
+class Memory:
+    """What one running call touches besides the code: an arena, a pointer table (slot 0
+    the arena, then the parameters, then the constants), and private copies of the
+    parameters the plan writes into (a plain call never writes its caller's arrays)."""
+
+    __slots__ = ("raw", "arena_addr", "table", "table_addr", "private")
+
+    def __init__(self, program: "NativeProgram"):
+        try:
+            self.raw, self.arena_addr = _aligned_empty(max(program.arena_bytes, 64))
+        except (MemoryError, ValueError) as e:
+            raise IrgradError(f"cannot allocate the arena of {program.arena_bytes} bytes: {e}") from None
+        self.table = program.table_template.copy()
+        self.table[0] = self.arena_addr
+        self.table_addr = self.table.ctypes.data
+        self.private: dict[int, np.ndarray] = {}
+
+    def private_copy(self, i: int, a: np.ndarray) -> np.ndarray:
+        """An aligned buffer of the step's own holding a copy of parameter i's array."""
+        buf = self.private.get(i)
+        if buf is None:
+            raw, addr = _aligned_empty(max(a.nbytes, 1))
+            start = addr - raw.ctypes.data
+            buf = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+            self.private[i] = buf
+        np.copyto(buf, a)
+        return buf
+
+
 class NativeProgram:
-    """A compiled program and its memory: code, arena, pointer table, constants.
+    """A compiled program: its code, constants and runtime layout (see the module docstring).
 
     Built from the function's IR before optimization: on a compile-cache hit (cache.py)
-    the pipeline, the lowering and LLVM are all skipped.
+    the pipeline, the lowering and LLVM are all skipped, but the entry is checked against
+    the plan it carries before any of its code runs. Calls run on a `Memory` each; plain
+    functions take one from a pool per call, so any number of threads can call at once.
     """
 
     def __init__(self, ir: IrFunction, pipeline: str, threads: int, opt: int = 3):
@@ -88,36 +123,43 @@ class NativeProgram:
         key = cache.make_key("irgrad-native-1", print_function(ir), pipeline, threads, opt,
                              cache.source_fingerprint(), json.dumps(target_facts(), sort_keys=True))
         hit = cache.load(key)
-        self.from_cache = hit is not None
-        self.timings: dict[str, float] = {}
+        planned = None
         if hit is not None:
             meta, blobs = hit
-            constants = _load_constants(blobs["constants"])
-        else:
+            try:
+                constants = _load_constants(blobs["constants"])
+                planned = _validated_entry(ir, meta, blobs, constants)
+            except Exception:  # noqa: BLE001 - anything wrong with an entry: rebuild it
+                hit, planned = None, None
+        self.from_cache = hit is not None
+        self.timings: dict[str, float] = {}
+        if hit is None:
             meta, blobs, constants = self._build(ir, pipeline, threads, opt)
+            planned = self._planned
             cache.store(key, meta, blobs)
         self._planned_text = blobs["planned_ir"].decode()
-        self._planned = None
+        self._planned = planned
         self.llvm_ir = blobs["llvm_ir"].decode()
         self.kernel_names = meta["kernels"]
-        self.arena_bytes = meta["arena_bytes"]
+        self.arena_bytes = planned.attrs["arena_bytes"]
         # Small programs run BLAS on one thread: waking a second one costs more than it
         # saves (W1 at 2 threads: 50 us against 33 us on one).
         self.blas_threads = 1 if meta["gemm_flops"] < SMALL_PROGRAM_FLOPS else threads
         self.jit = JitModule(blobs["object"], meta["externals"], opt)
         self.compile_seconds = time.perf_counter() - t0
-        self._raw_arena, self.arena_addr = _aligned_empty(max(self.arena_bytes, 64))
-        self.table = np.zeros(meta["slots"], dtype=np.int64)
-        self.table[0] = self.arena_addr
+        self.table_template = np.zeros(meta["slots"], dtype=np.int64)
         self._keep = []
         for slot, arr in constants.items():
             self._keep.append(arr)
             if slot >= 0:  # negative keys are results that are constants, not table slots
-                self.table[slot] = arr.ctypes.data
-        self.table_addr = self.table.ctypes.data
+                self.table_template[slot] = arr.ctypes.data
         self._entry = _ENTRY(self.jit.entry_address)
         self.param_slots = [1 + i for i in range(len(ir.params))]
         self.outputs = [tuple(o) if o[0] != "const" else ("const", constants[o[1]]) for o in meta["outputs"]]
+        self.written_params = _written_params(planned)
+        self._pool: list[Memory] = []
+        self._pool_lock = threading.Lock()
+        self.last_memory: Memory | None = None
 
     def _build(self, ir, pipeline, threads, opt):
         t0 = time.perf_counter()
@@ -140,7 +182,7 @@ class NativeProgram:
         gemm_flops = sum(2 * k.batch * k.m * k.n * k.k for k in program.kernels
                          if isinstance(k, GemmKernel))
         meta = {"externals": externals, "arena_bytes": program.arena_bytes,
-                "slots": len(program.slots), "outputs": outputs,
+                "slots": len(program.slots), "slot_names": program.slots, "outputs": outputs,
                 "kernels": [k.name for k in program.kernels], "gemm_flops": gemm_flops}
         blobs = {"object": obj, "planned_ir": print_function(planned).encode(),
                  "llvm_ir": llvm_ir.encode(), "constants": _save_constants(constants)}
@@ -155,53 +197,112 @@ class NativeProgram:
             self._planned = parse_function(self._planned_text)
         return self._planned
 
-    def arena_view(self, offset: int, t) -> np.ndarray:
+    # -- memory --------------------------------------------------------------------------------
+    def acquire(self) -> Memory:
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
+        return Memory(self)
+
+    def release(self, mem: Memory) -> None:
+        with self._pool_lock:
+            self._pool.append(mem)
+            self.last_memory = mem
+
+    def arena_view(self, mem: Memory, offset: int, t) -> np.ndarray:
         n = t.size * t.dtype.itemsize
-        start = self.arena_addr - self._raw_arena.ctypes.data + offset
-        return self._raw_arena[start:start + n].view(t.dtype.np).reshape(t.shape)
+        start = mem.arena_addr - mem.raw.ctypes.data + offset
+        return mem.raw[start:start + n].view(t.dtype.np).reshape(t.shape)
 
-    def run(self) -> None:
+    def run(self, mem: Memory) -> None:
         set_blas_threads(self.blas_threads)
-        self._entry(self.table_addr)
+        self._entry(mem.table_addr)
 
-    def profile(self, repeat: int = 20) -> list[tuple[str, float]]:
-        """Median seconds of every kernel, run one at a time (the arena and parameters
-        must hold valid inputs, e.g. after one normal call). Kernels that update buffers in
-        place run several times, so the arena and every parameter buffer are saved first
-        and restored afterwards."""
+    def profile(self, repeat: int = 20, mem: Memory | None = None) -> list[tuple[str, float]]:
+        """Median seconds of every kernel, run one at a time on `mem` (by default the
+        memory of the last call, which must hold valid inputs: call once first). Kernels
+        that update buffers in place run several times, so the arena and every parameter
+        buffer are saved first and restored afterwards."""
+        mem = mem or self.last_memory
+        if mem is None:
+            raise IrgradError("profile() needs one call first (it times the kernels on that call's data)")
         set_blas_threads(self.blas_threads)
         saved = []
         for slot, p in [(0, None)] + list(zip(self.param_slots, self.input_ir.params)):
             n = self.arena_bytes if p is None else p.type.nbytes
             backup = np.empty(max(n, 1), np.uint8)
-            ctypes.memmove(backup.ctypes.data, int(self.table[slot]), n)
-            saved.append((int(self.table[slot]), backup, n))
+            ctypes.memmove(backup.ctypes.data, int(mem.table[slot]), n)
+            saved.append((int(mem.table[slot]), backup, n))
         try:
-            return self._profile(repeat)
+            return self._profile(repeat, mem)
         finally:
             for addr, backup, n in saved:
                 ctypes.memmove(addr, backup.ctypes.data, n)
 
-    def _profile(self, repeat: int) -> list[tuple[str, float]]:
+    def _profile(self, repeat: int, mem: Memory) -> list[tuple[str, float]]:
         rows = []
         for name in self.kernel_names:
             fn = _ENTRY(self.jit.address(name))
             times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                fn(self.table_addr)
+                fn(mem.table_addr)
                 times.append(time.perf_counter() - t0)
             rows.append((name, float(np.median(times))))
         return rows
 
-    def read_output(self, i: int, params) -> np.ndarray:
+    def read_output(self, mem: Memory, i: int, params) -> np.ndarray:
         kind, where = self.outputs[i]
         t = self.input_ir.result_types[i]
         if kind == "arena":
-            return self.arena_view(where, t)
+            return self.arena_view(mem, where, t)
         if kind == "param":  # a parameter, or a view (reshape) of one
             return params[where].reshape(t.shape)
         return where
+
+
+def _written_params(planned: IrFunction) -> list[int]:
+    """Indices of the parameters whose buffers the plan writes (donation)."""
+    out = set()
+    for op in planned.ops:
+        places, _ = placements(op)
+        for p in places:
+            if isinstance(p, Value) and not (is_view(op) and op.operands[0] is p):
+                out.add(planned.params.index(p))
+    return sorted(out)
+
+
+def _validated_entry(ir: IrFunction, meta: dict, blobs: dict, constants: dict) -> IrFunction:
+    """The planned IR of a cache entry, after checking that the entry is the program of
+    `ir` as its plan describes it (raises otherwise): the plan parses and verifies (the
+    verifier proves it sound), its signature is `ir`'s, the runtime layout (arena size,
+    pointer-table slots, constants, where the results are) is the plan's."""
+    from ...ir.parser import parse_function
+    planned = parse_function(blobs["planned_ir"].decode())
+    if [p.type for p in planned.params] != [p.type for p in ir.params] or \
+            planned.result_types != ir.result_types:
+        raise ValueError("signature")
+    if meta["arena_bytes"] != planned.attrs["arena_bytes"]:
+        raise ValueError("arena size")
+    n_fixed = 1 + len(ir.params)
+    names = meta["slot_names"]
+    if len(names) != meta["slots"] or meta["slots"] < n_fixed:
+        raise ValueError("slots")
+    for slot in range(n_fixed, meta["slots"]):
+        arr = constants[slot]
+        if names[slot] != f"const {arr.dtype}{list(arr.shape)}":
+            raise ValueError("constant")
+    for i, (v, o) in enumerate(zip(planned.outputs, meta["outputs"])):
+        want = _output_source(planned, v)
+        if want[0] == "const":
+            if o[0] != "const" or not np.array_equal(constants[o[1]], want[1], equal_nan=True) \
+                    or constants[o[1]].dtype != want[1].dtype:
+                raise ValueError("constant result")
+        elif tuple(o) != want:
+            raise ValueError("result placement")
+    if len(meta["outputs"]) != len(planned.outputs):
+        raise ValueError("results")
+    return planned
 
 
 def _output_source(planned: IrFunction, v: Value):
@@ -229,18 +330,23 @@ def _load_constants(data: bytes) -> dict:
 
 
 class CpuFunction:
-    """`ig.compile(f, backend="cpu")`: a native function with checked arguments."""
+    """`ig.compile(f, backend="cpu")`: a native function with checked arguments.
+
+    Calls are independent: each runs on a memory of its own (arena and pointer table,
+    pooled), so threads may call one compiled function at once. Arguments are only read;
+    parameters that a donating plan writes into are copied first."""
 
     backend = "cpu"
 
     def __init__(self, fn, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
         self.fn = fn
         self.pipeline = pipeline
-        if "donate" in ir.attrs:
-            # a plain call must leave its arguments alone: only compile_step donates
+        if "donate" in ir.attrs and not has_plan(ir):
+            # a plain call must leave its arguments alone: only compile_step donates (a plan
+            # given with the IR keeps its donation, on copies of the arguments)
             ir = clone_function(ir)
             del ir.attrs["donate"]
-        self.native = NativeProgram(ir, pipeline, threads or default_threads(), opt)
+        self.native = NativeProgram(ir, pipeline, _check_threads(threads), opt)
         self._types = [p.type for p in ir.params]
         self._names = [p.name for p in ir.params]
 
@@ -256,15 +362,34 @@ class CpuFunction:
         arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
                                  self.fn.name, native=True)
         nat = self.native
-        for slot, a in zip(nat.param_slots, arrays):
-            nat.table[slot] = a.ctypes.data
-        nat.run()
-        outs = [np.array(nat.read_output(i, arrays), copy=True) for i in range(len(nat.outputs))]
+        mem = nat.acquire()
+        try:
+            for i in nat.written_params:
+                arrays[i] = mem.private_copy(i, arrays[i])
+            for slot, a in zip(nat.param_slots, arrays):
+                mem.table[slot] = a.ctypes.data
+            nat.run(mem)
+            outs = [np.array(nat.read_output(mem, i, arrays), copy=True) for i in range(len(nat.outputs))]
+        finally:
+            nat.release(mem)
         return unflatten(self.fn.out_tree, outs)
 
 
+def _check_threads(threads) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise IrgradError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
 class CpuStep:
-    """A whole training step as one native call (see the module docstring)."""
+    """A whole training step as one native call (see the module docstring).
+
+    The parameters and optimizer state are the step's own buffers, updated in place, so
+    calls serialize: a call from a second thread waits until the first has finished.
+    `step.params` and `step.opt_state` hold those buffers: reading them shows the current
+    values, and assigning (`step.params["W"] = array`) copies the array in."""
 
     backend = "cpu"
 
@@ -272,22 +397,24 @@ class CpuStep:
                  opt: int = 3):
         t0 = time.perf_counter()
         self.fn = fn
-        self.params = params
-        self.opt_state = opt_state
         self.pipeline = pipeline
-        self.threads = threads or default_threads()
-        p_leaves, _ = flatten(params)
-        s_leaves, _ = flatten(opt_state)
+        self.threads = _check_threads(threads)
+        p_leaves, p_tree = flatten(params)
+        s_leaves, s_tree = flatten(opt_state)
         self._state_leaves = p_leaves + s_leaves
+        self.params = LiveTree.of(params, p_tree, p_leaves)
+        self.opt_state = LiveTree.of(opt_state, s_tree, s_leaves)
         n_state = len(self._state_leaves)
         ir = fn.ir
         self.native = NativeProgram(ir, pipeline, self.threads, opt)
         nat = self.native
+        self._memory = mem = Memory(nat)
+        self._lock = threading.Lock()
         types = [p.type for p in ir.params]
         for slot, a, t in zip(nat.param_slots, self._state_leaves, types):
             if a.dtype != t.dtype.np or a.shape != t.shape or not a.flags.c_contiguous:
                 raise ArgumentError(f"parameter buffer {a.shape} {a.dtype} does not match {t}")
-            nat.table[slot] = a.ctypes.data
+            mem.table[slot] = a.ctypes.data
         # persistent, aligned buffers for the batch
         self._batch_types = types[n_state:]
         self._batch_names = [p.name for p in ir.params[n_state:]]
@@ -296,7 +423,7 @@ class CpuStep:
             raw, addr = _aligned_empty(max(t.nbytes, 1))
             view = raw[addr - raw.ctypes.data: addr - raw.ctypes.data + t.nbytes].view(t.dtype.np).reshape(t.shape)
             self._batch_bufs.append((raw, view))
-            nat.table[slot] = addr
+            mem.table[slot] = addr
         # results: the loss, then the new state; donated ones are already in place
         self._copy_back = []
         for i in range(1, len(nat.outputs)):
@@ -306,7 +433,7 @@ class CpuStep:
                 continue
             self._copy_back.append((i, dst))
         kind, where = nat.outputs[0]
-        self._loss = nat.arena_view(where, ir.result_types[0]) if kind == "arena" else None
+        self._loss = nat.arena_view(mem, where, ir.result_types[0]) if kind == "arena" else None
         self.compile_seconds = time.perf_counter() - t0
         self.n_batch = len(self._batch_types)
 
@@ -322,15 +449,19 @@ class CpuStep:
     def __call__(self, *batch) -> float:
         if len(batch) != self.n_batch:
             raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
-        for (raw, buf), t, n, a in zip(self._batch_bufs, self._batch_types, self._batch_names, batch):
-            a = check_argument(t, f"%{n}", a, "step", native=False)
-            np.copyto(buf, a)
-        self.native.run()
-        for i, dst in self._copy_back:
-            np.copyto(dst, self.native.read_output(i, self._state_leaves))
-        if self._loss is not None:
-            return float(self._loss)
-        return float(self.native.read_output(0, self._state_leaves))
+        checked = [check_argument(t, f"%{n}", a, "step", native=False)
+                   for t, n, a in zip(self._batch_types, self._batch_names, batch)]
+        with self._lock:
+            for (raw, buf), a in zip(self._batch_bufs, checked):
+                np.copyto(buf, a)
+            nat = self.native
+            nat.run(self._memory)
+            nat.last_memory = self._memory
+            for i, dst in self._copy_back:
+                np.copyto(dst, nat.read_output(self._memory, i, self._state_leaves))
+            if self._loss is not None:
+                return float(self._loss)
+            return float(nat.read_output(self._memory, 0, self._state_leaves))
 
 
 __all__ = ["CpuFunction", "CpuStep", "NativeProgram"]

@@ -9,8 +9,12 @@ fingerprint of irgrad's own source, so a hit skips the passes, the lowering and 
 entirely, and any change to the compiler invalidates old entries.
 
 Entries are written atomically (temporary file, then rename), so two processes compiling
-the same program at once both succeed. Each carries the sha256 of its header and the sizes
-and sha256 of its parts: a truncated or corrupt entry is detected, ignored and rebuilt.
+the same program at once both succeed. Each carries its own key and the sha256 of its
+header and the sizes and sha256 of its parts: an entry copied from another program, a
+truncated or corrupt one is detected, ignored and rebuilt. Only a regular file of at most
+`MAX_ENTRY_BYTES` is read (never a FIFO, a device, or a link to one: opening does not
+block and follows no final symbolic link). The backend then checks the entry against the
+plan it carries before any of its code runs (backend.py).
 """
 
 from __future__ import annotations
@@ -20,15 +24,11 @@ import json
 import os
 import tempfile
 
-MAGIC = b"IRGRAD-CACHE-3\n"
+from ..filecache import cache_dir, read_regular_file
+
+MAGIC = b"IRGRAD-CACHE-4\n"
+MAX_ENTRY_BYTES = 1 << 31
 _fingerprint: dict = {}
-
-
-def cache_dir() -> str | None:
-    if os.environ.get("IRGRAD_CACHE", "1") == "0":
-        return None
-    return os.environ.get("IRGRAD_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "irgrad")
 
 
 def source_fingerprint() -> str:
@@ -66,12 +66,8 @@ def load(key: str):
     path = _path(key)
     if path is None:
         return None
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    if not data.startswith(MAGIC):
+    data = read_regular_file(path, MAX_ENTRY_BYTES)
+    if data is None or not data.startswith(MAGIC):
         return None
     try:
         end = data.index(b"\n", len(MAGIC))
@@ -80,6 +76,8 @@ def load(key: str):
         if data[end + 1:digest_end].decode() != hashlib.sha256(header).hexdigest():
             return None  # the header itself was damaged
         meta = json.loads(header)
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None  # another program's entry, copied or linked here
         blobs, pos = {}, digest_end + 1
         for name, size, digest in meta["blobs"]:
             part = data[pos:pos + size]
@@ -98,7 +96,7 @@ def store(key: str, meta: dict, blobs: dict[str, bytes]) -> None:
     path = _path(key)
     if path is None:
         return
-    meta = dict(meta, blobs=[(n, len(b), hashlib.sha256(b).hexdigest()) for n, b in blobs.items()])
+    meta = dict(meta, key=key, blobs=[(n, len(b), hashlib.sha256(b).hexdigest()) for n, b in blobs.items()])
     d = os.path.dirname(path)
     try:
         os.makedirs(d, exist_ok=True)
@@ -111,3 +109,4 @@ def store(key: str, meta: dict, blobs: dict[str, bytes]) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only or full disk only costs the cache
+

@@ -4,8 +4,9 @@ coefficients).
 Scalar libm calls stop the loop vectorizer (34-60x slower, ../shared/notes/cpu-backend.md);
 these small always-inline functions vectorize with the loops that call them. Maximum
 relative error is about 3e-7 over the float range. Special values behave like libm's:
-exp(-inf) = 0, exp(inf) = inf, log(0) = -inf, log(x < 0) = nan, tanh(+-inf) = +-1, and
-NaN propagates.
+exp(-inf) = 0, exp(inf) = inf, exp of x < -87.3 is subnormal (down to exp(-103.97)),
+log(0) = -inf, log(x < 0) = nan, tanh saturates to exactly +-1 (as float32 rounding
+does), and NaN propagates.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def _poly(var: str, coeffs, prefix: str, lines: list[str]) -> str:
 def exp_f32() -> str:
     lines = ["define internal float @irgrad_expf(float %x) alwaysinline {"]
     lines += [
-        f"  %lo = fcmp olt float %x, {f32_hex(-87.33654)}",
+        f"  %lo = fcmp olt float %x, {f32_hex(-103.97208)}",
         f"  %hi = fcmp ogt float %x, {f32_hex(88.72283)}",
-        f"  %c1 = call float @llvm.maxnum.f32(float %x, float {f32_hex(-87.33654)})",
+        f"  %c1 = call float @llvm.maxnum.f32(float %x, float {f32_hex(-103.97208)})",
         f"  %c = call float @llvm.minnum.f32(float %c1, float {f32_hex(88.72283)})",
         f"  %t = fmul float %c, {f32_hex(1.44269504088896341)}",
         "  %n = call float @llvm.rint.f32(float %t)",
@@ -126,7 +127,8 @@ def tanh_f32() -> str:
     """tanh x = x P(x^2) / Q(x^2) on x clamped to [-7.9053, 7.9053] (Eigen's rational
     approximation: max relative error 4e-7 in float32, one division and no exp, about
     half the work of an exp-based form: 1M elements in 395 us against 700), x itself for
-    |x| < 4e-4, NaN passed through."""
+    |x| < 4e-4, exactly +-1 where tanh rounds to +-1 in float32 (|x| > 9.0109, so that
+    1 - tanh^2 and gelu's 1 + tanh are exactly 0 there, as in numpy), NaN passed through."""
     lines = ["define internal float @irgrad_tanhf(float %x) alwaysinline {"]
     lines += [
         f"  %c1 = call float @llvm.maxnum.f32(float %x, float {f32_hex(-7.90531110763549805)})",
@@ -145,8 +147,12 @@ def tanh_f32() -> str:
         "  %ax = call float @llvm.fabs.f32(float %x)",
         f"  %tiny = fcmp olt float %ax, {f32_hex(0.0004)}",
         "  %t2 = select i1 %tiny, float %x, float %t",
+        # tanh x rounds to 1 in float32 once 1 - tanh x < 2^-25, i.e. x > ln(2^26 - 1) / 2
+        f"  %sat = fcmp ogt float %ax, {f32_hex(9.010913)}",
+        f"  %one = call float @llvm.copysign.f32(float {f32_hex(1.0)}, float %x)",
+        "  %t3 = select i1 %sat, float %one, float %t2",
         "  %nan = fcmp uno float %x, 0.0",
-        "  %y = select i1 %nan, float %x, float %t2",
+        "  %y = select i1 %nan, float %x, float %t3",
         "  ret float %y",
         "}",
     ]

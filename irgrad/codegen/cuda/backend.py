@@ -16,8 +16,11 @@ runtime scratch of two-pass reductions, and the address of every pointer-table s
   CUDA graph (when the driver offers graphs; `graphs=False` turns it off). `step(*batch)`
   returns the loss as a Python float. `step.params` (and `step.opt_state`) copy the
   current values from the device into the step's numpy dict on every access and return
-  that dict: reading it costs one device-to-host copy per tensor, and writing into it does
-  not change the device copy.
+  that dict: reading it costs one device-to-host copy per tensor; assigning an entry
+  (`step.params["W"] = array`) uploads it, while writing into a returned array in place
+  does not change the device copy.
+
+Calls of one compiled function, or of one step, serialize (they share device buffers).
 
 Options: `device` ("auto", "pycuda", "cuda-python" or "emulate": the CPU emulator, which
 runs the same launch plan and is how CI tests this file), `tf32` (tensor-core float32
@@ -27,12 +30,13 @@ accepted for symmetry with the CPU backend and ignored.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...frontend.pytree import flatten, unflatten
+from ...frontend.pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value
 from ...ir.interpreter import check_argument, check_arguments
 from ..cpu.backend import plan_for_codegen
@@ -140,6 +144,7 @@ class CudaFunction:
         self._names = [p.name for p in self.ir.params]
         for slot, t in zip(self.native.param_slots, self._types):
             self.native.addrs[slot] = self.native._alloc(max(t.nbytes, 1))
+        self._lock = threading.Lock()
 
     @property
     def cuda_source(self) -> str:
@@ -148,6 +153,11 @@ class CudaFunction:
     def __call__(self, *args):
         arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
                                  self.fn.name, native=True)
+        with self._lock:
+            outs = self._run(arrays)
+        return unflatten(self.fn.out_tree, outs)
+
+    def _run(self, arrays) -> list:
         nat, dev = self.native, self.device
         for slot, a in zip(nat.param_slots, arrays):
             dev.htod(nat.addrs[slot], a)
@@ -162,7 +172,7 @@ class CudaFunction:
             dev.dtoh(host, addr)
             outs.append(host)
         dev.synchronize()
-        return unflatten(self.fn.out_tree, outs)
+        return outs
 
 
 class CudaStep:
@@ -177,12 +187,13 @@ class CudaStep:
         self.device = device if not isinstance(device, (str, type(None))) else get_device(device)
         dev = self.device
         self.fn = fn
-        self._params = params
-        self._opt_state = opt_state
         self.pipeline = pipeline
-        p_leaves, _ = flatten(params)
-        s_leaves, _ = flatten(opt_state)
+        p_leaves, p_tree = flatten(params)
+        s_leaves, s_tree = flatten(opt_state)
         self._state_leaves = p_leaves + s_leaves
+        self._params = LiveTree.of(params, p_tree, p_leaves, on_write=self._upload)
+        self._opt_state = LiveTree.of(opt_state, s_tree, s_leaves, on_write=self._upload)
+        self._lock = threading.Lock()
         n_state = len(self._state_leaves)
         self.ir = plan_for_codegen(fn.ir, pipeline)
         self.native = nat = DeviceProgram(self.ir, dev, tf32)
@@ -247,18 +258,19 @@ class CudaStep:
             raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
         checked = [check_argument(t, f"%{n}", a, "step", native=False)
                    for t, n, a in zip(self._batch_types, self._batch_names, batch)]
-        for host, a in zip(self._staging, checked):
-            np.copyto(host, a)
-        dev = self.device
-        if self._graph is not None:
-            dev.graph_launch(self._graph)
-        else:
-            self._sequence()
-        dev.synchronize()
-        self.steps += 1
-        if self._graph is None and self.use_graphs and self.graph_error is None:
-            self._capture()
-        return float(self._loss[0])
+        with self._lock:
+            for host, a in zip(self._staging, checked):
+                np.copyto(host, a)
+            dev = self.device
+            if self._graph is not None:
+                dev.graph_launch(self._graph)
+            else:
+                self._sequence()
+            dev.synchronize()
+            self.steps += 1
+            if self._graph is None and self.use_graphs and self.graph_error is None:
+                self._capture()
+            return float(self._loss[0])
 
     def _capture(self) -> None:
         """Record the step as a CUDA graph (after one eager step proved it runs)."""
@@ -273,14 +285,23 @@ class CudaStep:
             self.graph_error = f"{type(e).__name__}: {e}"
             self._graph = None
 
+    def _slot_of(self, a) -> int:
+        index = next(i for i, b in enumerate(self._state_leaves) if b is a)
+        return self.native.param_slots[index]
+
     def _download(self, tree):
         leaves, _ = flatten(tree)
-        index = {id(a): i for i, a in enumerate(self._state_leaves)}
-        for a in leaves:
-            slot = self.native.param_slots[index[id(a)]]
-            self.device.dtoh(a, self.native.addrs[slot])
-        self.device.synchronize()
+        with self._lock:
+            for a in leaves:
+                self.device.dtoh(a, self.native.addrs[self._slot_of(a)])
+            self.device.synchronize()
         return tree
+
+    def _upload(self, a) -> None:
+        """An entry of step.params / step.opt_state was assigned: copy it to the device."""
+        with self._lock:
+            self.device.htod(self.native.addrs[self._slot_of(a)], a)
+            self.device.synchronize()
 
     @property
     def params(self):

@@ -81,7 +81,7 @@ def emulation_source(cp: CudaProgram) -> str:
 
 
 def _cache_dir() -> str | None:
-    from .runtime import cache_dir
+    from ..filecache import cache_dir
     d = cache_dir()
     return os.path.join(d, "cuda-emu") if d else None
 
@@ -101,6 +101,9 @@ class Emulator:
             h.update(part.encode())
             h.update(b"\0")
         key = h.hexdigest()
+        # the library names the key it was built for: a file copied over another entry is
+        # not used (checked after loading, before any kernel runs)
+        src += f'\nextern "C" const char irgrad_emu_key[] = "{key}";\n'
         cdir = _cache_dir()
         self.from_cache = False
         tmpdir = None
@@ -109,16 +112,18 @@ class Emulator:
         else:
             tmpdir = tempfile.mkdtemp(prefix="irgrad-emu-")
             path = os.path.join(tmpdir, "emu.so")
-        if os.path.exists(path):
+        if os.path.isfile(path) and not os.path.islink(path):
             self.from_cache = True
         else:
             self._build(cxx, flags, src, path)
         self.path = path
-        try:
-            self.lib = ctypes.CDLL(path)
-        except OSError:  # a corrupt cache entry: rebuild it once
+        self.lib = self._load(path, key)
+        if self.lib is None:  # a corrupt or foreign cache entry: rebuild it once
+            self.from_cache = False
             self._build(cxx, flags, src, path)
-            self.lib = ctypes.CDLL(path)
+            self.lib = self._load(path, key)
+            if self.lib is None:
+                raise AssertionError(f"the emulator library {path} does not load")
         self.lib.emu_error.restype = ctypes.c_char_p
         self._fns = {}
         for ln in cp.launches:
@@ -130,7 +135,19 @@ class Emulator:
             shutil.rmtree(tmpdir, ignore_errors=True)  # the loaded library stays mapped
 
     @staticmethod
+    def _load(path: str, key: str):
+        try:
+            lib = ctypes.CDLL(path)
+            if (ctypes.c_char * (len(key) + 1)).in_dll(lib, "irgrad_emu_key").value != key.encode():
+                return None
+            return lib
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
     def _build(cxx, flags, src, path) -> None:
+        if os.path.lexists(path) and not os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)
         d = os.path.dirname(path)
         os.makedirs(d, exist_ok=True)
         fd, cpp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".cpp")

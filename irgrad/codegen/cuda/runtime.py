@@ -36,8 +36,10 @@ import tempfile
 import numpy as np
 
 from ...errors import BackendUnavailable
+from ..filecache import cache_dir, read_regular_file
 
-CUBIN_MAGIC = b"IRGRADCUBIN1\n"
+CUBIN_MAGIC = b"IRGRADCUBIN2\n"
+MAX_CUBIN_BYTES = 1 << 30
 NVRTC_OPTIONS = ("-std=c++17", "--ptxas-options=-v")
 CUDA_INCLUDE = os.environ.get("CUDA_HOME", "/usr/local/cuda") + "/include"
 
@@ -142,16 +144,17 @@ def compile_cubin(source: str, arch: str, options=(), use_cache: bool = True) ->
         for part in (source, arch, " ".join(options)):
             h.update(part.encode())
             h.update(b"\0")
-        key_dir = os.path.join(cdir, h.hexdigest())
+        key = h.hexdigest()
+        key_dir = os.path.join(cdir, key)
         if comp is not None:
-            got = _read_cubin(os.path.join(key_dir, _comp_key(comp) + ".cubin"))
+            got = _read_cubin(os.path.join(key_dir, _comp_key(comp) + ".cubin"), key, arch)
             if got is not None:
                 return got
         if comp is None or os.environ.get("IRGRAD_CUDA_PREBUILT") == "1":
             # no compiler here (or told to prefer prebuilt cubins, as make gpu-check does):
             # any compiler's cubin for this source and arch will do
             for name in sorted(os.listdir(key_dir)) if os.path.isdir(key_dir) else ():
-                got = _read_cubin(os.path.join(key_dir, name))
+                got = _read_cubin(os.path.join(key_dir, name), key, arch)
                 if got is not None:
                     return got
     if comp is None:
@@ -164,7 +167,7 @@ def compile_cubin(source: str, arch: str, options=(), use_cache: bool = True) ->
         cubin, _ = nvcc_compile(source, arch, options)
     if key_dir:
         _write_cubin(os.path.join(key_dir, _comp_key(comp) + ".cubin"), cubin,
-                     {"arch": arch, "compiler": comp})
+                     {"key": key, "arch": arch, "compiler": comp})
     return cubin
 
 
@@ -172,32 +175,26 @@ def _comp_key(comp: str) -> str:
     return hashlib.sha256(comp.encode()).hexdigest()[:16]
 
 
-def cache_dir() -> str | None:
-    """The compile cache's root, with the CPU backend's conventions (IRGRAD_CACHE_DIR,
-    default ~/.cache/irgrad; IRGRAD_CACHE=0 turns caching off)."""
-    if os.environ.get("IRGRAD_CACHE", "1") == "0":
-        return None
-    return os.environ.get("IRGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "irgrad")
-
-
 def _cache_dir() -> str | None:
     d = cache_dir()
     return os.path.join(d, "cuda") if d else None
 
 
-def _read_cubin(path: str) -> bytes | None:
+def _read_cubin(path: str, key: str, arch: str) -> bytes | None:
+    """A cached cubin if the file is one, for this source key and arch, intact."""
+    data = read_regular_file(path, MAX_CUBIN_BYTES)
+    if data is None or not data.startswith(CUBIN_MAGIC):
+        return None
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        if not data.startswith(CUBIN_MAGIC):
-            return None
         end = data.index(b"\n", len(CUBIN_MAGIC))
         meta = json.loads(data[len(CUBIN_MAGIC):end])
         body = data[end + 1:]
+        if not isinstance(meta, dict) or meta.get("key") != key or meta.get("arch") != arch:
+            return None  # another program's cubin, copied here
         if len(body) != meta.get("size") or hashlib.sha256(body).hexdigest() != meta.get("sha256"):
             return None
         return body
-    except (OSError, ValueError):
+    except ValueError:
         return None
 
 
