@@ -130,7 +130,6 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
           d_model=D_MODEL, n_heads=HEADS, d_ff=D_FF, seq=SEQ, batch=BATCH):
     """Train; returns {"losses": per-epoch mean training loss, "val_losses", "seconds",
     "sample": the generated text, "backend"}. The model-size keywords exist for tests."""
-    from tqdm import tqdm
     backend = irgrad.train.resolve_backend(backend, threads)
     opts = irgrad.train.backend_options(backend, threads)
     raw = load_text(text or DEFAULT_TEXT, squeeze=not keep_spacing)
@@ -173,7 +172,7 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         total = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", leave=False,
+        bar = irgrad.train.progress(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", leave=False,
                    disable=True if quiet else None, unit="step", file=sys.stdout, mininterval=0.5)
         for i in bar:
             value = train_step(*batches(data, train_starts, rng, batch, seq))

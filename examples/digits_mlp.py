@@ -51,8 +51,8 @@ predict = ig.trace(forward, param_specs, f32[BATCH, 64], name="predict")
 
 def load_data(seed: int = 0, test_fraction: float = 0.2):
     """Digits as float32 in [0, 1] (pixels / 16) and int32 labels, a fixed seeded split."""
-    from sklearn.datasets import load_digits
-    digits = load_digits()
+    datasets = irgrad.train.require("sklearn.datasets", "examples", "the digits data")
+    digits = datasets.load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -71,7 +71,6 @@ def train(backend="cpu", epochs=60, pipeline="O2", threads=None, seed=0, lr=LR, 
           split_seed=0):
     """Train; returns {"losses": per-epoch mean loss, "accuracy": per-epoch test accuracy,
     "seconds": training time without compilation, "backend": the backend used}."""
-    from tqdm import tqdm
     backend = irgrad.train.resolve_backend(backend, threads)
     opts = irgrad.train.backend_options(backend, threads)
     x_train, y_train, x_test, y_test = load_data(split_seed)
@@ -96,7 +95,7 @@ def train(backend="cpu", epochs=60, pipeline="O2", threads=None, seed=0, lr=LR, 
         t0 = time.perf_counter()
         order = rng.permutation(len(x_train))
         total = 0.0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}", leave=False,
+        bar = irgrad.train.progress(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}", leave=False,
                    disable=True if quiet else None, unit="batch", file=sys.stdout)
         for b in bar:
             idx = order[b * BATCH:(b + 1) * BATCH]

@@ -60,8 +60,8 @@ loss, gradient, hessian_vector, hessian_vector_rev = make_functions(N_TRAIN)
 
 
 def load_data(seed: int = 0):
-    from sklearn.datasets import load_digits
-    digits = load_digits()
+    datasets = irgrad.train.require("sklearn.datasets", "examples", "the digits data")
+    digits = datasets.load_digits()
     x = digits.data / 16.0
     y = digits.target.astype(np.int32)
     order = np.random.default_rng(seed).permutation(len(x))

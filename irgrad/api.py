@@ -9,6 +9,21 @@ from .ir.core import Function as IrFunction, Module
 from .ir.interpreter import run_function
 
 BACKENDS = ("numpy", "cpu", "cuda")
+# the keyword options each backend takes (compile and compile_step)
+BACKEND_OPTIONS = {"numpy": ("threads", "opt"), "cpu": ("threads", "opt"),  # numpy: ignored
+                   "cuda": ("device", "tf32", "graphs", "threads", "opt")}
+
+
+def check_backend_options(backend: str, options: dict, step: bool = False) -> None:
+    if backend not in BACKENDS:
+        raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
+    known = BACKEND_OPTIONS[backend]
+    if not step:
+        known = tuple(k for k in known if k != "graphs")
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise IrgradError(f"unknown option(s) {', '.join(map(repr, unknown))} for the {backend} "
+                          f"backend (options: {', '.join(known) or 'none'})")
 
 
 def as_function(f) -> Function:
@@ -36,16 +51,17 @@ class CompiledFunction:
         self.ir = ir
         self.pipeline = pipeline
 
-    def __call__(self, *args):
-        leaves = self.fn.flatten_args(args)
+    def __call__(self, *args, **kwargs):
+        leaves = self.fn.flatten_args(args, kwargs)
         return unflatten(self.fn.out_tree, run_function(self.ir, leaves))
 
 
 def compile(f, backend: str = "numpy", pipeline: str = "O2", **options):  # noqa: A001
     """Compile a Function (or ir.Function) for `backend`; returns a callable."""
     fn = as_function(f)
-    if backend not in BACKENDS:
-        raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
+    check_backend_options(backend, options)
+    if not isinstance(pipeline, str):
+        raise IrgradError(f"pipeline must be pipeline text like \"O2\", got {pipeline!r}")
     from .passes.manager import run_pipeline
     optimized = run_pipeline(fn.ir, pipeline) if backend == "numpy" else None
     if backend == "numpy":

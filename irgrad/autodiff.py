@@ -26,20 +26,21 @@ def _leaf_ranges(fn: Function) -> list[range]:
     return out
 
 
-def _select(fn: Function, argnums, what: str, allow_repeats: bool = True):
-    """(flat parameter indices, tree of the selected arguments) for `argnums`."""
+def _select(fn: Function, argnums, what: str):
+    """(flat parameter indices, tree of the selected arguments) for `argnums`: an int or a
+    tuple of distinct argument positions, each in 0 .. number of arguments - 1."""
     ranges = _leaf_ranges(fn)
-    single = isinstance(argnums, int)
+    single = isinstance(argnums, int) and not isinstance(argnums, bool)
+    if not single and not isinstance(argnums, (tuple, list)):
+        raise IrgradError(f"{what}: argnums must be an int or a tuple of ints, got {argnums!r}")
     nums = (argnums,) if single else tuple(argnums)
     if not nums:
         raise IrgradError(f"{what}: argnums is empty")
     for a in nums:
-        if not isinstance(a, int) or not -len(ranges) <= a < len(ranges):
-            raise IrgradError(f"{what}: argnums {argnums!r} out of range for {fn.name}, which "
-                              f"takes {len(ranges)} argument(s)")
-    nums = tuple(a % len(ranges) for a in nums)
-    if not allow_repeats and len(set(nums)) != len(nums):
-        # one tangent per listed argument: a repeated argument would silently drop one
+        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < len(ranges):
+            raise IrgradError(f"{what}: argnums {argnums!r} must name arguments of {fn.name} by "
+                              f"position, 0 to {len(ranges) - 1} (negative positions are refused)")
+    if len(set(nums)) != len(nums):
         raise IrgradError(f"{what}: argnums {argnums!r} names an argument twice")
     flat = [i for a in nums for i in ranges[a]]
     if not flat:
@@ -85,7 +86,7 @@ def jvp(f, argnums=0) -> Function:
     """`Function(*args, tangent) -> (outputs, output tangents)`; the tangent is shaped like
     args[argnums]."""
     fn = as_function(f)
-    flat, tree = _select(fn, argnums, "jvp", allow_repeats=False)
+    flat, tree = _select(fn, argnums, "jvp")
     g = forward_ad(fn.ir, flat, name=f"jvp_{fn.name}")
     in_tree = TreeDef("tuple", (), fn.in_tree.children + (tree,))
     return Function(g, in_tree, _tuple_tree(fn.out_tree, fn.out_tree))
@@ -94,7 +95,7 @@ def jvp(f, argnums=0) -> Function:
 def hvp(f, argnums=0) -> Function:
     """`Function(*args, v) -> H v`, the Hessian of scalar f times v (forward-over-reverse)."""
     fn = as_function(f)
-    flat, tree = _select(fn, argnums, "hvp", allow_repeats=False)
+    flat, tree = _select(fn, argnums, "hvp")
     g = reverse_ad(fn.ir, flat, name=f"grad_{fn.name}")
     h = forward_ad(g, flat, name=f"hvp_{fn.name}")
     # forward_ad returns (gradients, their tangents): keep the tangents, H v

@@ -15,6 +15,7 @@ import traceback
 import numpy as np
 
 from .errors import IrgradError, ParseError, VerifyError
+from .train import positive_int
 
 
 class CliError(Exception):
@@ -69,11 +70,19 @@ def load_python_file(path: str):
 def read_ir(path: str):
     from .ir.parser import parse
     if path == "-":
-        return parse(sys.stdin.read(), "<stdin>")
-    if not os.path.isfile(path):
-        raise CliError(f"no such file: {path}")
-    with open(path) as fh:
-        return parse(fh.read(), path)
+        data, name = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        if not os.path.isfile(path):
+            raise CliError(f"no such file: {path}")
+        with open(path, "rb") as fh:
+            data, name = fh.read(), path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise CliError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                       f"{e.start}); IR files are UTF-8") from None
+    return parse(text, name)
 
 
 def load_ir_or_python(target: str):
@@ -87,8 +96,11 @@ def load_ir_or_python(target: str):
 
 def write_out(text: str, path: str | None) -> None:
     if path and path != "-":
-        with open(path, "w") as fh:
-            fh.write(text)
+        try:
+            with open(path, "w") as fh:
+                fh.write(text)
+        except OSError as e:
+            raise CliError(f"cannot write {path}: {e.strerror or e}") from None
     else:
         sys.stdout.write(text)
 
@@ -138,9 +150,12 @@ def cmd_run(args) -> int:
     from .api import compile as ig_compile
     fn, module = load_ir_or_python(args.target)
     if fn is None:
+        if not module.functions:
+            raise CliError(f"{args.target} holds no function to run")
         if args.function:
             if args.function not in module.functions:
-                raise CliError(f"{args.target} has no function @{args.function}")
+                raise CliError(f"{args.target} has no function @{args.function} (functions: "
+                               f"{', '.join('@' + n for n in module.functions)})")
             irf = module.functions[args.function]
         else:
             irf = next(iter(module))
@@ -253,6 +268,16 @@ def cmd_train(args) -> int:
 
 # --- argument parsing ----------------------------------------------------------------------------
 
+def non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irgrad", description="irgrad: a deep-learning compiler you "
                                 "can see into. Trace, differentiate, optimize and run IR.")
@@ -289,15 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--pipeline", default="O0")
     r.add_argument("--inputs", metavar="FILE.npz", help="arrays named after the parameters")
     r.add_argument("--function", metavar="NAME", help="which function of an .ir file")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=non_negative_int, default=0)
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="compare pipelines: ops, kernels, memory, compile and step time")
     b.add_argument("target", metavar="FILE.py:NAME")
     b.add_argument("--pipelines", nargs="+", default=["O0", "O2"], metavar="PIPELINE")
     b.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
-    b.add_argument("--threads", type=int, default=None, help="threads for the native backends")
-    b.add_argument("--repeat", type=int, default=0, help="calls to time (default: about 1 s)")
+    b.add_argument("--threads", type=positive_int, default=None, help="threads for the native backends")
+    b.add_argument("--repeat", type=non_negative_int, default=0, help="calls to time (default: about 1 s)")
     b.add_argument("--json", action="store_true", help="print a JSON list, one object per pipeline")
     b.add_argument("--plot", metavar="OUT.png", help="also draw time and memory per pipeline "
                    "(needs matplotlib: the viz extra)")
@@ -353,6 +378,17 @@ def main(argv=None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except ImportError as e:  # an optional package (matplotlib, tqdm, scikit-learn, ...)
+        print(f"irgrad: error: a Python package is missing: {e} (the extras: pip install "
+              f"'irgrad[viz]' for pictures, 'irgrad[examples]' for the examples)", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file that cannot be read or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"irgrad: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("irgrad: error: out of memory", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - never show users a raw traceback
         if os.environ.get("IRGRAD_TRACEBACK"):
             raise

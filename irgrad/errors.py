@@ -98,6 +98,13 @@ class ShapeError(IrgradError):
         return type(self)(self.message, loc) if loc is not None and self.loc is None else self
 
 
+class TraceError(IrgradError, TypeError):
+    """User code did something a traced function cannot (asked a traced tensor for its
+    truth value, handed it to numpy, ...), or raised an exception of its own while it was
+    traced; the message names the user's file:line. The original exception, if any, is
+    the `__cause__`."""
+
+
 class ArgumentError(IrgradError, TypeError):
     """A call with the wrong number, shape, dtype or layout of arguments."""
 

@@ -25,6 +25,7 @@ the reference interpreter (`numpy`) with a note saying so: see `resolve_backend`
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import sys
 
@@ -32,16 +33,59 @@ COMMON = ("backend", "epochs", "pipeline", "threads", "seed")
 BACKENDS = ("numpy", "cpu", "cuda")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def require(module: str, extra: str, what: str = "this example"):
+    """Import an optional package, or raise one readable IrgradError saying how to get it."""
+    from .errors import IrgradError
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = {"sklearn": "scikit-learn"}.get(module, module)
+        raise IrgradError(f"{what} needs the Python package {package}, which is not installed: "
+                          f"pip install 'irgrad[{extra}]' (or pip install {package})") from None
+
+
+class _NoBar:
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def close(self) -> None:
+        pass
+
+
+def progress(iterable, **tqdm_options):
+    """A tqdm progress bar over `iterable` when tqdm (the examples extra) is installed;
+    without it, the iterable itself (training runs the same, with no bar)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar(iterable)
+    return tqdm(iterable, **tqdm_options)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every example takes; each defaults to None (= the example's default)."""
     g = parser.add_argument_group("training options (every example)")
     g.add_argument("--backend", choices=BACKENDS, default=None,
                    help="where the compiled step runs (default: the example's, usually cpu)")
-    g.add_argument("--epochs", type=int, default=None, metavar="N",
+    g.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                    help="passes over the data (or the example's unit of training)")
     g.add_argument("--pipeline", "-p", default=None, metavar="P",
                    help="pass pipeline for the compiled step (default O2)")
-    g.add_argument("--threads", type=int, default=None, metavar="T",
+    g.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for the native backends (default: every core)")
     g.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed of the initialization and of the batch order")

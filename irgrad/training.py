@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from .api import as_function
+from .api import as_function, check_backend_options
 from .autodiff import value_and_grad
 from .errors import ArgumentError, IrgradError
 from .frontend.function import Function, trace
@@ -83,6 +83,24 @@ class NumpyStep:
             return float(outs[0])
 
 
+def _check_params(params) -> None:
+    """Every leaf of the parameter tree is a numpy array (or number) irgrad has a dtype for."""
+    from .frontend.pytree import leaf_paths
+    leaves, td = flatten(params)
+    if not leaves:
+        raise IrgradError("compile_step: params holds no arrays")
+    for path, x in zip(leaf_paths(td, "params"), leaves):
+        if isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fiub":
+            try:
+                TensorSpec.of(x)
+            except IrgradError as e:
+                raise IrgradError(f"compile_step: {path}: {e}") from None
+            continue
+        what = "a list (of arrays' values?)" if isinstance(x, list) else type(x).__name__
+        raise IrgradError(f"compile_step: {path} is {what} {x!r:.60}; every parameter must be a "
+                          f"numpy array (np.asarray(...))")
+
+
 def _own_params(params):
     """Copies of the caller's arrays as C-contiguous, writable buffers the step owns."""
     leaves, td = flatten(params)
@@ -97,10 +115,20 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     `batch_specs`) or a traced Function. Parameters are copied into buffers the step owns
     and updated in place; `step.params` is the dict of current parameters.
     """
+    check_backend_options(backend, options, step=True)
+    _check_params(params)
+    if isinstance(batch_specs, (list, tuple)):
+        batch_specs = tuple(batch_specs)
+    else:
+        raise IrgradError(f"compile_step: batch_specs must be a tuple of TensorSpecs, like "
+                          f"(f32[32, 64], i32[32]), got {type(batch_specs).__name__} {batch_specs!r}")
     if isinstance(loss_fn, Function):
         loss = loss_fn
-    else:
+    elif callable(loss_fn):
         loss = trace(loss_fn, _spec_tree(params), *batch_specs)
+    else:
+        raise IrgradError(f"compile_step: loss_fn must be a Python function or a traced Function, "
+                          f"got {type(loss_fn).__name__}")
     fn = training_step(loss, optimizer)
     own = _own_params(params)
     state = _own_params(optimizer.init(own))

@@ -216,8 +216,16 @@ def test_operand_dtype_errors(op, dtype, n, words):
 @pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
 def test_reduce_rejects_bool(op):
     assert "bool[3]" in infer_error(op, [tt(BOOL, (3,))], axes=(0,))
-    if op == "reduce_max":
-        assert "empty axis" in infer_error("reduce_max", [tt(F32, (0, 3))], axes=(0,))
+
+
+@pytest.mark.parametrize("dt", [F32, F64, I32, I64])
+def test_reduce_max_of_nothing_is_the_identity(dt):
+    """The max over an empty axis is -inf (the integer minimum), as in JAX (numpy refuses)."""
+    f = Function("f", [tt(dt, (0, 3))])
+    f.set_outputs([Builder(f.body).reduce_max(f.params[0], (0,))])
+    (got,) = run_function(f, [np.zeros((0, 3), dt.np)])
+    low = -np.inf if dt.is_float else np.iinfo(dt.np).min
+    np.testing.assert_array_equal(got, np.full(3, low, dt.np))
 
 
 # --- cast --------------------------------------------------------------------------------------

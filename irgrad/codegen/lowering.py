@@ -331,12 +331,18 @@ class ProgramBuilder:
         if len(mms) > 1:
             return self.lower_gemm_writers(name, mms, outputs, outs, sources)
         mm = mms[0]
-        av, bv = (self._gemm_operand(v, sources) for v in mm.operands)
         shape = mm.result.shape
         batch = math.prod(shape[:-2])
         m, n = shape[-2], shape[-1]
         k = mm.operands[0].shape[-1]
         dt = mm.result.dtype
+        if batch * m * n == 0:
+            return None  # an empty product, and every result has its size: nothing to do
+        if k == 0:
+            # a sum of no terms: the product is zeros (BLAS refuses empty operands)
+            sources.set(mm.result, Const(dt, 0))
+            return self.lower_loop(name, outputs, outs, ev, shape)
+        av, bv = (self._gemm_operand(v, sources) for v in mm.operands)
 
         def cview(buf):
             return MatrixView(buf, tuple(bi * m * n for bi in range(batch)), n, False)
@@ -393,6 +399,9 @@ class ProgramBuilder:
             raise IrgradError("lowering: concat writers must yield one value")
         h, buf = outputs[0], outs[0]
         kernels = []
+        if any(0 in mm.operands[0].shape or 0 in mm.operands[1].shape for mm in mms):
+            raise IrgradError("lowering: concat writers of empty matmuls are not supported "
+                              "(fuse does not make them)")
         for n, mm in enumerate(mms):
             chain = writer_chain(mm.result, h)
             view = result_matrix_view(mm.result, h, chain) if chain else None

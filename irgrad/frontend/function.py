@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import inspect
 import re
+import traceback
 
 import numpy as np
 
-from ..errors import ArgumentError, IrgradError, SourceLoc
+from ..errors import ArgumentError, IrgradError, SourceLoc, TraceError
 from ..ir.core import Function as IrFunction, clone_ops_into
 from ..ir.interpreter import run_function
 from ..ir.rewrite import remove_dead_ops
 from ..ir.verifier import verify_function
 from .pytree import LEAF, TreeDef, flatten, leaf_paths, sanitize, unflatten
 from .specs import TensorSpec
-from .tensor import Tensor, TraceContext, as_tensor, current_context
+from .tensor import _PKG_DIR, Tensor, TraceContext, as_tensor, current_context, display_path
+
+
+_MISSING = object()
 
 
 class Function:
@@ -47,7 +51,27 @@ class Function:
         """The argument specs as the pytree the function was traced with."""
         return unflatten(self.in_tree, self.specs)
 
-    def flatten_args(self, args) -> list:
+    def bind(self, args, kwargs) -> tuple:
+        """Positional arguments, with keyword arguments put in their places by name."""
+        if not kwargs:
+            return tuple(args)
+        names = self._arg_names()
+        out = list(args) + [_MISSING] * (len(names) - len(args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise ArgumentError(f"{self.name}() has no argument '{k}' (arguments: "
+                                    f"{', '.join(names)})")
+            i = names.index(k)
+            if i < len(args) or out[i] is not _MISSING:
+                raise ArgumentError(f"{self.name}() got argument '{k}' twice")
+            out[i] = v
+        missing = [n for n, v in zip(names, out) if v is _MISSING]
+        if missing:
+            raise ArgumentError(f"{self.name}() is missing argument(s) {', '.join(missing)}")
+        return tuple(out)
+
+    def flatten_args(self, args, kwargs=None) -> list:
+        args = self.bind(args, kwargs)
         leaves, tree = flatten(tuple(args))
         n_want = len(self.in_tree.children)
         if len(args) != n_want:
@@ -77,8 +101,8 @@ class Function:
             i += n
         return names
 
-    def __call__(self, *args):
-        leaves = self.flatten_args(args)
+    def __call__(self, *args, **kwargs):
+        leaves = self.flatten_args(args, kwargs)
         if current_context() is not None and any(isinstance(x, Tensor) for x in leaves):
             return unflatten(self.out_tree, inline(self.ir, leaves))
         outs = run_function(self.ir, leaves)
@@ -150,7 +174,12 @@ def trace(fn, *specs, name: str | None = None) -> Function:
     ir_fn = IrFunction(name or _function_name(fn), [s.type for s in spec_leaves], names)
     with TraceContext(ir_fn):
         args = unflatten(in_tree, [Tensor(p) for p in ir_fn.params])
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except IrgradError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's code raised: say where
+            raise _raised_while_tracing(e, ir_fn.name) from e
         out_leaves, out_tree = flatten(out)
         if not out_leaves:
             raise IrgradError(f"{ir_fn.name} returned no tensors")
@@ -158,6 +187,15 @@ def trace(fn, *specs, name: str | None = None) -> Function:
     remove_dead_ops(ir_fn.body)  # helpers may leave values nobody reads
     verify_function(ir_fn)
     return Function(ir_fn, in_tree, out_tree)
+
+
+def _raised_while_tracing(e: Exception, name: str) -> TraceError:
+    """`e` (raised by user code inside a trace) as a TraceError at the user's file:line:
+    the innermost frame of its traceback outside the irgrad package."""
+    frames = [fr for fr in traceback.extract_tb(e.__traceback__)
+              if not fr.filename.startswith(_PKG_DIR)]
+    where = f"{display_path(frames[-1].filename)}:{frames[-1].lineno}: " if frames else ""
+    return TraceError(f"{where}{type(e).__name__} while tracing {name}: {e}")
 
 
 def function(fn=None, *, name: str | None = None):

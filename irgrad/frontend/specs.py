@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..ir.types import DType, TensorType
 
 
@@ -54,8 +55,9 @@ class DTypeSpecMaker:
         dims = []
         for d in shape:
             if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
-                raise TypeError(f"{self.dtype}[...] takes non-negative integer sizes, got {shape!r}")
+                raise ShapeError(f"{self.dtype}[...] takes non-negative integer sizes, got {shape!r}")
             dims.append(int(d))
+        TensorType(self.dtype, tuple(dims))  # refuses sizes no machine addresses
         return TensorSpec(self.dtype, tuple(dims))
 
     def __repr__(self) -> str:
@@ -77,8 +79,14 @@ def as_dtype(d) -> DType:
     if isinstance(d, DTypeSpecMaker):
         return d.dtype
     if isinstance(d, str):
-        return DType(d)
-    return DType.from_numpy(d)
+        try:
+            return DType(d)
+        except ValueError:
+            raise ShapeError(f"unknown dtype {d!r} (use f32 f64 i32 i64 bool)") from None
+    try:
+        return DType.from_numpy(d)
+    except TypeError:
+        raise ShapeError(f"not a dtype: {d!r} (use f32 f64 i32 i64 bool)") from None
 
 
 f32 = DTypeSpecMaker(DType.f32)

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from ..errors import ShapeError, SourceLoc
+from ..errors import ShapeError, SourceLoc, TraceError
 from ..ir.builder import Builder
 from ..ir.core import Function, Value
 from ..ir.types import DType, TensorType
@@ -59,7 +59,7 @@ def require_context(what: str) -> TraceContext:
 _display_cache: dict[str, str] = {}
 
 
-def _display_path(filename: str) -> str:
+def display_path(filename: str) -> str:
     p = _display_cache.get(filename)
     if p is None:
         try:
@@ -79,7 +79,7 @@ def user_location() -> SourceLoc | None:
         f = f.f_back
     if f is None:
         return None
-    return SourceLoc(_display_path(f.f_code.co_filename), f.f_lineno)
+    return SourceLoc(display_path(f.f_code.co_filename), f.f_lineno)
 
 
 def emit(opname: str, *operands: Value, result_type: TensorType | None = None, **attrs) -> "Tensor":
@@ -97,9 +97,20 @@ def fail(message: str) -> ShapeError:
     return ShapeError(message, user_location())
 
 
+def misuse(message: str) -> TraceError:
+    """A traced tensor used where a value is needed (`if x > 0:`, `np.sin(x)`, ...)."""
+    loc = user_location()
+    return TraceError(f"{loc}: {message}" if loc else message)
+
+
 # --- conversions -------------------------------------------------------------------------------
 
 def const_tensor(value, dtype: DType, shape=None) -> "Tensor":
+    if dtype.is_int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        info = np.iinfo(dtype.np)
+        if not info.min <= int(value) <= info.max:
+            raise fail(f"the integer {int(value)} does not fit in {dtype} (the dtype it takes here); "
+                       f"use an i64 tensor or a smaller number")
     arr = np.asarray(value)
     shape = arr.shape if shape is None else tuple(shape)
     if arr.ndim and arr.shape != shape:
@@ -124,7 +135,7 @@ def as_tensor(x, like: "Tensor | None" = None, shape=()) -> "Tensor":
         arr = np.asarray(x)
         try:
             dtype = DType.from_numpy(arr.dtype)
-        except KeyError:
+        except ShapeError:
             raise fail(f"cannot use a numpy array of dtype {arr.dtype} in a traced function") from None
         if like is not None and dtype is not like.dtype and (
                 (dtype.is_float and like.dtype.is_float) or (dtype.is_int and like.dtype.is_int)):
@@ -407,18 +418,25 @@ class Tensor:
 
     def __len__(self) -> int:
         if not self.shape:
-            raise TypeError("len() of a scalar tensor")
+            raise misuse("len() of a scalar tensor")
         return self.shape[0]
 
     def __iter__(self):
-        raise TypeError("cannot iterate over a traced tensor; index it with static ints instead")
+        raise misuse(f"cannot iterate over a traced tensor ({self.type}); index it with static "
+                     f"ints instead")
 
     def __bool__(self):
-        raise TypeError("a traced tensor has no truth value at trace time "
-                        "(use ig.where for data-dependent choices)")
+        raise misuse(f"a traced tensor ({self.type}) has no truth value at trace time "
+                     f"(use ig.where for data-dependent choices)")
 
     def __array__(self, *a, **k):
-        raise TypeError("a traced tensor has no value yet; it cannot become a numpy array")
+        raise misuse(f"a traced tensor ({self.type}) has no value yet; it cannot become a numpy "
+                     f"array (use irgrad's functions: ig.sin, ig.sum, ...)")
+
+    def __float__(self):
+        raise misuse(f"a traced tensor ({self.type}) has no value yet; float() needs one")
+
+    __int__ = __index__ = __complex__ = __float__
 
     def __repr__(self) -> str:
         return f"Tensor({self.type})"

@@ -90,6 +90,8 @@ def check_argument(t: TensorType, label: str, a, fname: str, native: bool = Fals
             t.dtype.is_float or not isinstance(a, float))
         if not ok:
             raise ArgumentError(f"{fname}(): {label} expects {t}, got {type(a).__name__} {a!r}")
+        if t.dtype.is_int and not np.iinfo(t.dtype.np).min <= a <= np.iinfo(t.dtype.np).max:
+            raise ArgumentError(f"{fname}(): {label} expects {t}; {a} does not fit in {t.dtype}")
         return np.asarray(a, dtype=t.dtype.np)
     if not isinstance(a, (np.ndarray, np.generic)):
         if hasattr(a, "__array__"):
@@ -104,6 +106,7 @@ def check_argument(t: TensorType, label: str, a, fname: str, native: bool = Fals
     if a.shape != t.shape:
         raise ArgumentError(f"{fname}(): {label} expects shape {list(t.shape)} ({t}), "
                             f"got {list(a.shape)}")
-    if native and not a.flags.c_contiguous:
-        raise ArgumentError(f"{fname}(): {label} must be C-contiguous (use np.ascontiguousarray)")
+    if native and not (a.flags.c_contiguous and a.flags.aligned):
+        raise ArgumentError(f"{fname}(): {label} must be C-contiguous and aligned "
+                            f"(use np.ascontiguousarray)")
     return a

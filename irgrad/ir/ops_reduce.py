@@ -17,8 +17,6 @@ def _reduce_infer(name):
             raise ShapeError(f"'{name}' needs a numeric operand, got {x}")
         if any(not 0 <= a < x.rank for a in axes) or any(b <= a for a, b in zip(axes, axes[1:])):
             raise ShapeError(f"'{name}' axes={list(axes)} must increase and lie in the axes of {x}")
-        if name == "reduce_max" and any(x.shape[a] == 0 for a in axes):
-            raise ShapeError(f"'reduce_max' over an empty axis of {x}")
         return [x.with_shape(d for i, d in enumerate(x.shape) if i not in axes)]
     return infer
 
@@ -73,9 +71,17 @@ def _max_jvp(b, op, ts):
     return [b.reduce_sum(b.mul(ts[0], w), op.attrs["axes"])]
 
 
+def _max_ref(xs, op):
+    # the max of no elements is the identity of max (-inf, or the integer minimum), as in
+    # JAX's jnp.max(..., initial=-inf) (numpy refuses empty reductions without `initial`)
+    x = xs[0]
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    return [np.max(x, axis=op.attrs["axes"], initial=low)]
+
+
 register(OpDef(
     name="reduce_max", infer=_reduce_infer("reduce_max"),
-    reference=lambda xs, op: [np.max(xs[0], axis=op.attrs["axes"])],
+    reference=_max_ref,
     vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
     doc="Max over `axes` (increasing); the reduced axes are dropped."))
 

@@ -133,7 +133,10 @@ class Parser:
                 if not self.accept(","):
                     break
         self.expect("]", "',' or ']'")
-        return TensorType(_DTYPES[tok.text], tuple(dims))
+        try:
+            return TensorType(_DTYPES[tok.text], tuple(dims))
+        except ShapeError as e:
+            raise self.error(e.message, tok) from None
 
     def block_body(self, block: Block, scope: dict, terminator: str) -> None:
         while True:
@@ -393,6 +396,14 @@ class _RegionScope(dict):
 
 def parse(text: str, filename: str = "<ir>", verify: bool = True) -> Module:
     """Parse IR text into a Module and (by default) verify it."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ParseError(f"IR text must be UTF-8 (byte {e.start} is not)", "", TextSpan(1, 1), filename) from None
+    if not isinstance(text, str):
+        raise ParseError(f"parse() takes IR text (a str), got {type(text).__name__}", "",
+                         TextSpan(1, 1), filename)
     m = Parser(text, filename).module()
     if verify:
         from .verifier import verify_module

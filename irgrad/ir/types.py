@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ShapeError
+
+# The most bytes a tensor may hold: index and offset arithmetic in generated code is
+# 64-bit, with room for an arena of several such tensors.
+MAX_TENSOR_BYTES = 1 << 60
+
 
 class DType(enum.Enum):
     f32 = "f32"
@@ -38,7 +44,7 @@ class DType(enum.Enum):
         for k, v in _NUMPY.items():
             if v == dt:
                 return k
-        raise KeyError(f"numpy dtype {dt} has no irgrad dtype (use f32 f64 i32 i64 bool)")
+        raise ShapeError(f"numpy dtype {dt} has no irgrad dtype (use f32 f64 i32 i64 bool)")
 
     @staticmethod
     def parse(name: str) -> "DType":
@@ -73,9 +79,14 @@ class TensorType:
     def __post_init__(self):
         if not isinstance(self.dtype, DType):
             raise TypeError(f"dtype must be a DType, got {self.dtype!r}")
-        if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in self.shape):
-            raise ValueError(f"shape must be non-negative integers, got {self.shape!r}")
+        if not isinstance(self.shape, tuple) or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 0
+                for d in self.shape):
+            raise ShapeError(f"a shape is a tuple of non-negative integers, got {self.shape!r}")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if math.prod(self.shape) * self.dtype.itemsize > MAX_TENSOR_BYTES:
+            raise ShapeError(f"{self} would hold {math.prod(self.shape) * self.dtype.itemsize} bytes, "
+                             f"more than irgrad addresses (2**60)")
 
     @property
     def rank(self) -> int:

@@ -8,7 +8,7 @@ the IR with large dense constants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -90,7 +90,7 @@ class ConstantFoldPass(Pass):
     """Evaluate ops whose operands are all constants (dense results up to `max-elements`)."""
 
     name: ClassVar[str] = "constant-fold"
-    max_elements: int = 4096
+    max_elements: int = field(default=4096, metadata={"min": 0})
 
     def run(self, f: Function) -> Function:
         fold_block(f.body, self.max_elements)

@@ -38,7 +38,7 @@ a kernel of its own, so fusing fused IR again changes nothing. Region text:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
@@ -307,6 +307,7 @@ class _Fuser:
                 k = self.kernel_of.get(r)
                 chain = writer_chain(r, h) if k is not None else None
                 if (k is None or k.kind != "matmul" or k.homes != [r] or r in self.outputs
+                        or any(0 in x.shape for x in k.anchor.operands)
                         or chain is None or not self._single_path(r, chain)
                         or result_matrix_view(r, h, chain) is None or k in writers):
                     break
@@ -473,8 +474,8 @@ class FusePass(Pass):
     recomputed rather than stored."""
 
     name: ClassVar[str] = "fuse"
-    max_ops: int = 64
-    max_recompute: int = 4
+    max_ops: int = field(default=64, metadata={"min": 1})
+    max_recompute: int = field(default=4, metadata={"min": 0})
 
     def run(self, f: Function) -> Function:
         return fuse_function(f, self.max_ops, self.max_recompute)

@@ -49,6 +49,26 @@ class Pass:
     # may change them (plan-memory makes a new one); passes that only look keep it.
     preserves_plan: ClassVar[bool] = False
 
+    def __post_init__(self):
+        # options are checked when a pass is made, from text or from Python: a field's
+        # metadata may give its least value ("min")
+        for fld in dataclasses.fields(self):
+            v = getattr(self, fld.name)
+            key = fld.name.replace("_", "-")
+            default = fld.default
+            if isinstance(default, bool) and not isinstance(v, bool) or \
+                    isinstance(default, int) and not isinstance(default, bool) and (
+                        isinstance(v, bool) or not isinstance(v, int)):
+                raise PipelineError(f"option '{key}' of pass '{self.name}' expects "
+                                    f"{'true or false' if isinstance(default, bool) else 'an integer'}, got {v!r}")
+            if isinstance(default, tuple) and (not isinstance(v, tuple) or any(
+                    isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v)):
+                raise PipelineError(f"option '{key}' of pass '{self.name}' expects a list of "
+                                    f"non-negative integers, got {v!r}")
+            least = fld.metadata.get("min")
+            if least is not None and v < least:
+                raise PipelineError(f"option '{key}' of pass '{self.name}' must be at least {least}, got {v}")
+
     def run(self, f: Function) -> Function:  # pragma: no cover - abstract
         raise NotImplementedError
 

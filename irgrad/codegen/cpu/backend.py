@@ -358,8 +358,8 @@ class CpuFunction:
     def llvm_ir(self) -> str:
         return self.native.llvm_ir
 
-    def __call__(self, *args):
-        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
+    def __call__(self, *args, **kwargs):
+        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args, kwargs),
                                  self.fn.name, native=True)
         nat = self.native
         mem = nat.acquire()

@@ -150,8 +150,8 @@ class CudaFunction:
     def cuda_source(self) -> str:
         return self.native.source
 
-    def __call__(self, *args):
-        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args),
+    def __call__(self, *args, **kwargs):
+        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args, kwargs),
                                  self.fn.name, native=True)
         with self._lock:
             outs = self._run(arrays)
