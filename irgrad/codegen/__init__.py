@@ -12,7 +12,7 @@ def emit_code(ir, what: str, threads: int | None = None) -> str:
     program = lower_function(planned)
     if what == "llvm":
         from .cpu.llvm_renderer import render_program
-        return render_program(program, threads or default_threads())
+        return render_program(program, threads or default_threads()).text
     if what == "asm":
         from .cpu.jit import emit_assembly
         from .cpu.llvm_renderer import render_program

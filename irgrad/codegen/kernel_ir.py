@@ -1,7 +1,8 @@
 """The backend-neutral kernel form that both renderers (LLVM for the CPU, CUDA C) consume.
 
-Two expression languages, both hash-consed (structurally equal nodes are equal, so a
-renderer memoizes them and common subexpressions are computed once):
+Two expression languages, both hash-consed (structurally equal nodes are one object, so a
+renderer memoizes them, common subexpressions are computed once, and no walk over them
+recurses, whatever their depth: ir/hashcons.py):
 
 - `Ix`, integer index arithmetic (ir/indexing.py), plus `Clamp`, a data-dependent index
   (gather's) kept inside its buffer;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ir.hashcons import Node
 from ..ir.indexing import (Clip, FloorDiv, Ix, Mod, Var, atom_bounds, atom_vars, clip,  # noqa: F401
                            delinearize, floordiv, linearize, mod, substitute_atom)
 from ..ir.types import DType
@@ -24,13 +26,11 @@ from ..ir.types import DType
 
 # --- index expressions (the algebra lives in ir/indexing.py) ------------------------------
 
-@dataclass(frozen=True)
-class Clamp:
+class Clamp(Node):
     """A data-dependent index (an integer scalar expression) wrapped like numpy's negative
     indices and clamped into [0, n) so that no load can leave its buffer."""
 
-    value: "Sx"
-    n: int
+    FIELDS = __slots__ = ("value", "n")
 
     def vars(self) -> set:
         return sx_vars(self.value)
@@ -40,6 +40,9 @@ class Clamp:
 
     def substitute(self, mapping) -> "Clamp":
         return Clamp(sx_substitute(self.value, mapping), self.n)
+
+    def __repr__(self):
+        return f"Clamp({self.value!r}, {self.n})"
 
 
 # --- scalar expressions --------------------------------------------------------------------
@@ -56,73 +59,75 @@ class Buf:
     size: int  # elements
 
 
-@dataclass(frozen=True)
-class Sx:
-    dtype: DType
+class Sx(Node):
+    """A typed scalar expression (hash-consed: see ir/hashcons.py)."""
+
+    __slots__ = ("dtype",)
+    FIELDS = ("dtype",)
 
 
-@dataclass(frozen=True)
 class Load(Sx):
-    buf: Buf = None
-    index: Ix = None
+    __slots__ = ("buf", "index")
+    FIELDS = ("dtype", "buf", "index")
+    DEFAULTS = {"buf": None, "index": None}
 
 
-@dataclass(frozen=True)
 class Const(Sx):
-    value: float | int | bool = 0
+    __slots__ = ("value",)
+    FIELDS = ("dtype", "value")
+    DEFAULTS = {"value": 0}
 
 
-@dataclass(frozen=True)
 class IndexValue(Sx):
-    index: Ix = None
+    __slots__ = ("index",)
+    FIELDS = ("dtype", "index")
+    DEFAULTS = {"index": None}
 
 
-@dataclass(frozen=True)
 class Unary(Sx):
-    op: str = ""
-    x: Sx = None
+    __slots__ = ("op", "x")
+    FIELDS = ("dtype", "op", "x")
+    DEFAULTS = {"op": "", "x": None}
 
 
-@dataclass(frozen=True)
 class Binary(Sx):
-    op: str = ""
-    a: Sx = None
-    b: Sx = None
+    __slots__ = ("op", "a", "b")
+    FIELDS = ("dtype", "op", "a", "b")
+    DEFAULTS = {"op": "", "a": None, "b": None}
 
 
-@dataclass(frozen=True)
 class Compare(Sx):
-    op: str = ""
-    a: Sx = None
-    b: Sx = None
+    __slots__ = ("op", "a", "b")
+    FIELDS = ("dtype", "op", "a", "b")
+    DEFAULTS = {"op": "", "a": None, "b": None}
 
 
-@dataclass(frozen=True)
 class Select(Sx):
-    cond: Sx = None
-    a: Sx = None
-    b: Sx = None
+    __slots__ = ("cond", "a", "b")
+    FIELDS = ("dtype", "cond", "a", "b")
+    DEFAULTS = {"cond": None, "a": None, "b": None}
 
 
-@dataclass(frozen=True)
 class Cast(Sx):
-    x: Sx = None
+    __slots__ = ("x",)
+    FIELDS = ("dtype", "x")
+    DEFAULTS = {"x": None}
 
 
-@dataclass(frozen=True)
 class InRange(Sx):
     """index in [lo, hi) as a bool (pad's and concat's masks)."""
 
-    index: Ix = None
-    lo: int = 0
-    hi: int = 0
+    __slots__ = ("index", "lo", "hi")
+    FIELDS = ("dtype", "index", "lo", "hi")
+    DEFAULTS = {"index": None, "lo": 0, "hi": 0}
 
 
-@dataclass(frozen=True)
 class AccRef(Sx):
     """The value of the kernel's reduction accumulator (in a reduction's epilogue)."""
 
-    name: str = "acc"
+    __slots__ = ("name",)
+    FIELDS = ("dtype", "name")
+    DEFAULTS = {"name": "acc"}
 
 
 def sx_children(e: Sx) -> tuple:

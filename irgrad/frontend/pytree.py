@@ -7,105 +7,174 @@ on how the dict was built. A `TreeDef` records the structure to rebuild a tree.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ArgumentError
+from ..ir.hashcons import Node
 from ..ir.interpreter import check_argument
 from ..ir.types import DType, TensorType
 
 
-@dataclass(frozen=True)
-class TreeDef:
-    kind: str  # "leaf" "dict" "list" "tuple" "none"
-    keys: tuple = ()  # dict keys (sorted)
-    children: tuple = ()
+class TreeDef(Node):
+    """The structure of a pytree: kind "leaf" "dict" "list" "tuple" or "none", the dict
+    keys (sorted), the children. Hash-consed (ir/hashcons.py), so comparing two
+    structures is O(1) however deep they are."""
+
+    FIELDS = ("kind", "keys", "children")
+    __slots__ = FIELDS + ("_num",)
+    DEFAULTS = {"keys": (), "children": ()}
 
     @property
     def num_leaves(self) -> int:
-        if self.kind == "leaf":
-            return 1
-        return sum(c.num_leaves for c in self.children)
+        try:
+            return self._num
+        except AttributeError:
+            pass
+        for node in _postorder(self):
+            n = 1 if node.kind == "leaf" else sum(c._num for c in node.children)
+            object.__setattr__(node, "_num", n)
+        return self._num
 
     def __str__(self) -> str:
-        if self.kind == "leaf":
-            return "*"
-        if self.kind == "none":
-            return "None"
-        if self.kind == "dict":
-            return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.keys, self.children)) + "}"
-        inner = ", ".join(str(c) for c in self.children)
-        return f"[{inner}]" if self.kind == "list" else f"({inner}{',' if len(self.children) == 1 else ''})"
+        text: dict = {}
+        for node in _postorder(self):
+            if node.kind == "leaf":
+                t = "*"
+            elif node.kind == "none":
+                t = "None"
+            elif node.kind == "dict":
+                t = "{" + ", ".join(f"{k!r}: {text[c]}" for k, c in zip(node.keys, node.children)) + "}"
+            else:
+                inner = ", ".join(text[c] for c in node.children)
+                t = f"[{inner}]" if node.kind == "list" else f"({inner}{',' if len(node.children) == 1 else ''})"
+            text[node] = t
+        return text[self]
+
+    __repr__ = __str__
+
+
+def _postorder(td: TreeDef):
+    """Every distinct node under td, children before parents (iterative)."""
+    out, done, stack = [], set(), [(td, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in done:
+            continue
+        if not ready and node.children:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(node.children) if c not in done)
+            continue
+        done.add(node)
+        out.append(node)
+    return out
 
 
 LEAF = TreeDef("leaf")
+NONE = TreeDef("none")
 
 
 def flatten(tree, is_leaf=None) -> tuple[list, TreeDef]:
+    """(leaves left to right, structure). Dicts by sorted keys; iterative, so trees of any
+    depth work (a tree that contains itself is refused)."""
     leaves: list = []
-    return leaves, _flatten(tree, leaves, is_leaf)
-
-
-def _flatten(tree, leaves, is_leaf):
-    if is_leaf is not None and is_leaf(tree):
-        leaves.append(tree)
-        return LEAF
-    if isinstance(tree, dict):
-        keys = tuple(sorted(tree, key=_key_order))
-        return TreeDef("dict", keys, tuple(_flatten(tree[k], leaves, is_leaf) for k in keys))
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        kind = "list" if isinstance(tree, list) else "tuple"
-        return TreeDef(kind, (), tuple(_flatten(c, leaves, is_leaf) for c in tree))
-    if tree is None:
-        return TreeDef("none")
-    leaves.append(tree)
-    return LEAF
+    built: list = []
+    open_ids: set = set()
+    stack: list = [(tree, None)]
+    while stack:
+        node, info = stack.pop()
+        if info is not None:  # a container whose children are built
+            kind, keys, n, ident = info
+            kids = tuple(built[len(built) - n:]) if n else ()
+            del built[len(built) - n:]
+            built.append(TreeDef(kind, keys, kids))
+            open_ids.discard(ident)
+            continue
+        if is_leaf is not None and is_leaf(node):
+            leaves.append(node)
+            built.append(LEAF)
+            continue
+        if isinstance(node, dict):
+            keys = tuple(sorted(node, key=_key_order))
+            children, kind = [node[k] for k in keys], "dict"
+        elif isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):
+            keys, children = (), list(node)
+            kind = "list" if isinstance(node, list) else "tuple"
+        elif node is None:
+            built.append(NONE)
+            continue
+        else:
+            leaves.append(node)
+            built.append(LEAF)
+            continue
+        if id(node) in open_ids:
+            raise ArgumentError(f"a pytree contains itself (a {type(node).__name__} inside itself)")
+        open_ids.add(id(node))
+        stack.append((None, (kind, keys, len(children), id(node))))
+        stack.extend((c, None) for c in reversed(children))
+    return leaves, built[0]
 
 
 def _key_order(k):
     return (type(k).__name__, k)
 
 
-def unflatten(treedef: TreeDef, leaves):
+def _build(td: TreeDef, leaves, make_dict=dict):
+    """The tree of structure td with these leaves (iterative); returns (tree, leaves used)."""
     it = iter(leaves)
-    out = _build(treedef, it)
-    rest = next(it, _END)
-    if rest is not _END:
+    used = 0
+    built: list = []
+    stack = [(td, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node.kind == "leaf":
+            try:
+                built.append(next(it))
+            except StopIteration:
+                raise ValueError("too few leaves for the tree structure") from None
+            used += 1
+            continue
+        if node.kind == "none":
+            built.append(None)
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(node.children))
+            continue
+        n = len(node.children)
+        kids = built[len(built) - n:] if n else []
+        del built[len(built) - n:]
+        if node.kind == "dict":
+            built.append(make_dict(zip(node.keys, kids)))
+        else:
+            built.append(list(kids) if node.kind == "list" else tuple(kids))
+    if next(it, _END) is not _END:
         raise ValueError("too many leaves for the tree structure")
-    return out
+    return built[0]
+
+
+def unflatten(treedef: TreeDef, leaves):
+    return _build(treedef, leaves)
 
 
 _END = object()
 
 
-def _build(td: TreeDef, it):
-    if td.kind == "leaf":
-        return next(it)
-    if td.kind == "none":
-        return None
-    kids = [_build(c, it) for c in td.children]
-    if td.kind == "dict":
-        return dict(zip(td.keys, kids))
-    return kids if td.kind == "list" else tuple(kids)
-
-
 def leaf_paths(treedef: TreeDef, prefix: str) -> list[str]:
     """A dotted name per leaf (`params.fc1.W`), usable as an IR value name."""
     out: list[str] = []
-    _paths(treedef, prefix, out)
+    stack = [(treedef, prefix)]
+    while stack:
+        td, pre = stack.pop()
+        if td.kind == "leaf":
+            out.append(pre)
+        elif td.kind == "dict":
+            stack.extend((c, f"{pre}.{sanitize(str(k))}" if pre else sanitize(str(k)))
+                         for k, c in reversed(list(zip(td.keys, td.children))))
+        elif td.kind in ("list", "tuple"):
+            stack.extend((c, f"{pre}.{i}" if pre else str(i))
+                         for i, c in reversed(list(enumerate(td.children))))
     return out
-
-
-def _paths(td, prefix, out):
-    if td.kind == "leaf":
-        out.append(prefix)
-    elif td.kind == "dict":
-        for k, c in zip(td.keys, td.children):
-            _paths(c, f"{prefix}.{sanitize(str(k))}" if prefix else sanitize(str(k)), out)
-    elif td.kind in ("list", "tuple"):
-        for i, c in enumerate(td.children):
-            _paths(c, f"{prefix}.{i}" if prefix else str(i), out)
 
 
 def sanitize(name: str) -> str:
@@ -138,7 +207,7 @@ class LiveTree(dict):
         """The live form of `tree` (dicts become LiveTrees, all the way down)."""
         if treedef is None:
             leaves, treedef = flatten(tree)
-        live = _rebuild_live(treedef, leaves, on_write)
+        live = _build(treedef, leaves, lambda items: cls(items, on_write))
         return live if isinstance(live, LiveTree) else tree
 
     def __setitem__(self, key, value):
@@ -189,31 +258,3 @@ class LiveTree(dict):
 
     def __reduce__(self):  # pickles and deep-copies as a plain dict
         return (dict, (dict(self),))
-
-
-def _rebuild_live(td: TreeDef, leaves, on_write):
-    """Like unflatten, with LiveTrees for dicts (iterative)."""
-    it = iter(leaves)
-    # post-order over the treedef with an explicit stack
-    stack = [(td, False)]
-    built: list = []
-    while stack:
-        node, ready = stack.pop()
-        if node.kind == "leaf":
-            built.append(next(it))
-            continue
-        if node.kind == "none":
-            built.append(None)
-            continue
-        if not ready:
-            stack.append((node, True))
-            stack.extend((c, False) for c in reversed(node.children))
-            continue
-        n = len(node.children)
-        kids = built[len(built) - n:] if n else []
-        del built[len(built) - n:]
-        if node.kind == "dict":
-            built.append(LiveTree(zip(node.keys, kids), on_write))
-        else:
-            built.append(list(kids) if node.kind == "list" else tuple(kids))
-    return built[0]

@@ -10,43 +10,46 @@ codegen to turn views into load addresses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .hashcons import Node
 
 
-@dataclass(frozen=True)
-class Var:
-    name: str
-    extent: int
+class Var(Node):
+    """A loop variable over [0, extent)."""
+
+    FIELDS = __slots__ = ("name", "extent")
 
     def __repr__(self):
         return self.name
 
 
-@dataclass(frozen=True)
-class FloorDiv:
-    x: "Ix"
-    d: int
+class FloorDiv(Node):
+    FIELDS = __slots__ = ("x", "d")
+
+    def __repr__(self):
+        return f"FloorDiv({self.x!r}, {self.d})"
 
 
-@dataclass(frozen=True)
-class Mod:
-    x: "Ix"
-    d: int
+class Mod(Node):
+    FIELDS = __slots__ = ("x", "d")
+
+    def __repr__(self):
+        return f"Mod({self.x!r}, {self.d})"
 
 
-@dataclass(frozen=True)
-class Clip:
+class Clip(Node):
     """min(max(x, lo), hi): keeps an index of a padded or concatenated operand in bounds."""
 
-    x: "Ix"
-    lo: int
-    hi: int
+    FIELDS = __slots__ = ("x", "lo", "hi")
+
+    def __repr__(self):
+        return f"Clip({self.x!r}, {self.lo}, {self.hi})"
 
 
-@dataclass(frozen=True)
-class Ix:
-    terms: tuple = ()  # ((atom, coeff), ...) sorted by repr(atom), coeffs nonzero
-    const: int = 0
+class Ix(Node):
+    """terms: ((atom, coeff), ...) sorted by repr(atom), coeffs nonzero; plus const."""
+
+    FIELDS = __slots__ = ("terms", "const")
+    DEFAULTS = {"terms": (), "const": 0}
 
     # construction ------------------------------------------------------------------------
     @staticmethod

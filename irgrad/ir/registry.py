@@ -106,19 +106,21 @@ def check_attrs(opdef: OpDef, attrs: dict) -> dict:
 
 
 def _normalize_attr(opname, key, kind, v):
-    bad = ShapeError(f"'{opname}' attribute '{key}' must be {_KIND_WORDS[kind]}, got {v!r}")
+    if kind == "value" and isinstance(v, np.ndarray):
+        return v  # (the common case first: a constant's value)
+    bad = _BadAttr(opname, key, kind, v)
     if kind == "int":
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise bad
+            raise bad.error()
         return int(v)
     if kind == "ints":
         if not isinstance(v, (list, tuple)) or any(
                 isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) for x in v):
-            raise bad
+            raise bad.error()
         return tuple(int(x) for x in v)
     if kind == "float":
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise bad
+            raise bad.error()
         return float(v)
     if kind == "dtype":
         if isinstance(v, DType):
@@ -127,15 +129,15 @@ def _normalize_attr(opname, key, kind, v):
             try:
                 return DType(v)
             except ValueError:
-                raise bad from None
-        raise bad
+                raise bad.error() from None
+        raise bad.error()
     if kind == "str":
         if not isinstance(v, str):
-            raise bad
+            raise bad.error()
         return v
     if kind == "bool":
         if not isinstance(v, (bool, np.bool_)):
-            raise bad
+            raise bad.error()
         return bool(v)
     if kind == "value":
         if isinstance(v, np.ndarray):
@@ -143,8 +145,20 @@ def _normalize_attr(opname, key, kind, v):
         try:
             return np.asarray(v)
         except (ValueError, TypeError):
-            raise bad from None
+            raise bad.error() from None
     raise AssertionError(kind)
+
+
+class _BadAttr:
+    """The error for a bad attribute value, built only when raised (printing a large
+    constant costs more than checking it)."""
+
+    def __init__(self, opname, key, kind, v):
+        self.args = (opname, key, kind, v)
+
+    def error(self) -> ShapeError:
+        opname, key, kind, v = self.args
+        return ShapeError(f"'{opname}' attribute '{key}' must be {_KIND_WORDS[kind]}, got {v!r}")
 
 
 _KIND_WORDS = {

@@ -38,6 +38,7 @@ a kernel of its own, so fusing fused IR again changes nothing. Region text:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -94,9 +95,11 @@ class _Fuser:
         self.params = set(f.params)
         self.materialized: set[Value] = set()
         self.kernel_of: dict[Value, _Kernel] = {}
-        self.kernels: list[_Kernel] = []
+        self.kernels: dict[_Kernel, None] = {}  # the live kernels, in order of creation
         self._members: dict[_Kernel, list[Operation]] = {}
         self._inputs: dict[_Kernel, list[Value]] = {}
+        # value -> kernels that read it (possibly merged away since: check liveness)
+        self._readers: dict[Value, set[_Kernel]] = {}
 
     # -- step 1: what is stored ------------------------------------------------------------
     def must_store(self) -> set[Value]:
@@ -168,7 +171,7 @@ class _Fuser:
                     cls = op_class(op)
                     k = _Kernel(len(self.kernels), cls, r, self.pos[op],
                                 op if cls in ("matmul", "reduce") else None)
-                    self.kernels.append(k)
+                    self.kernels[k] = None
                     for rr in op.results:
                         if rr in self.materialized:
                             self.kernel_of[rr] = k
@@ -213,6 +216,15 @@ class _Fuser:
                     out.append(v)
         return out
 
+    def index_readers(self, k: _Kernel) -> None:
+        for v in self.inputs(k):
+            self._readers.setdefault(v, set()).add(k)
+
+    def readers(self, v: Value, kind: str | None = None) -> list[_Kernel]:
+        """The live kernels that read v (of `kind`), in order of creation."""
+        got = [k for k in self._readers.get(v, ()) if k in self.kernels and (kind is None or k.kind == kind)]
+        return sorted(got, key=lambda k: k.id)
+
     def deps(self, k: _Kernel) -> set[_Kernel]:
         return {self.kernel_of[v] for v in self.inputs(k) if v in self.kernel_of} - {k}
 
@@ -224,10 +236,11 @@ class _Fuser:
             self.kernel_of[h] = into
         into.homes += other.homes
         into.first = min(into.first, other.first)
-        self.kernels.remove(other)
+        del self.kernels[other]
         for k in (into, other):  # only these two kernels' member sets change
             self._members.pop(k, None)
             self._inputs.pop(k, None)
+        self.index_readers(into)
         return True
 
     def only_elementwise_between(self, k: _Kernel, v: Value) -> bool:
@@ -252,8 +265,8 @@ class _Fuser:
                 continue
             r = k.anchor.results[0]
             readers = {u for u, _ in self.uses.get(r, ()) if u is not None}
-            for kk in list(self.kernels):
-                if kk is k or kk.kind != "loop" or kk not in self.kernels:
+            for kk in self.readers(r, "loop"):  # only kernels reading r can be its epilogue
+                if kk not in self.kernels:
                     continue
                 if k.kind == "matmul" and self._result_view(r, kk) is not None:
                     self.merge(k, kk)  # the GEMM writes straight into kk's layout
@@ -343,30 +356,60 @@ class _Fuser:
                     stack.extend(deps[k])
         return True
 
+    def _scan(self, k: _Kernel, candidates, consider) -> None:
+        """Offer k candidate kernels in order of creation, each once; `candidates(k)` lists
+        them and grows as k merges (a newly listed kernel is offered if it comes after
+        the last one offered: the order of one pass over all kernels, without the pass)."""
+        heap = [(c.id, c) for c in candidates(k)]
+        heapq.heapify(heap)
+        last = -1
+        while heap:
+            cid, kk = heapq.heappop(heap)
+            if cid <= last:
+                continue
+            last = cid
+            if kk is k or kk not in self.kernels or kk.kind != "loop":
+                continue
+            if consider(kk):
+                for c in candidates(k):
+                    if c.id > last:
+                        heapq.heappush(heap, (c.id, c))
+
     def fuse_prologues(self) -> None:
+        def producers(k):
+            return [self.kernel_of[v] for v in self.inputs(k) if v in self.kernel_of]
+
         for k in list(self.kernels):
             if k not in self.kernels or k.kind != "reduce":
                 continue
             x = k.anchor.operands[0]
-            for kk in list(self.kernels):
-                if kk is k or kk.kind != "loop" or kk not in self.kernels:
-                    continue
+
+            def consider(kk, k=k, x=x):
                 if any(h.type.size != x.type.size for h in kk.homes):
-                    continue
-                if any(h in self.inputs(k) for h in kk.homes) and all(
-                        self.only_elementwise_between(k, h) for h in kk.homes if h in self.inputs(k)):
-                    self.merge(k, kk)
+                    return False
+                ins = self.inputs(k)
+                if any(h in ins for h in kk.homes) and all(
+                        self.only_elementwise_between(k, h) for h in kk.homes if h in ins):
+                    return self.merge(k, kk)
+                return False
+            self._scan(k, producers, consider)
 
     def fuse_siblings(self) -> None:
-        loops = [k for k in self.kernels if k.kind == "loop"]
-        for i, a in enumerate(loops):
+        def sharing(a):
+            out = set()
+            for v in self.inputs(a):
+                out.update(b for b in self.readers(v, "loop") if b.id > a.id)
+            return out
+
+        for a in [k for k in self.kernels if k.kind == "loop"]:
             if a not in self.kernels:
                 continue
-            for b in loops[i + 1:]:
-                if b not in self.kernels or a.homes[0].shape != b.homes[0].shape:
-                    continue
-                if set(self.inputs(a)) & set(self.inputs(b)):
-                    self.merge(a, b)
+
+            def consider(b, a=a):
+                if a.homes[0].shape != b.homes[0].shape:
+                    return False
+                return self.merge(a, b)
+            self._scan(a, sharing, consider)
 
     # -- step 4: rebuild the function ---------------------------------------------------------
     def rebuild(self) -> None:
@@ -407,7 +450,6 @@ class _Fuser:
         for k, d in deps.items():
             for p in d:
                 users[p].append(k)
-        import heapq
         ready = [(k.first, k.id, k) for k in self.kernels if indeg[k] == 0]
         heapq.heapify(ready)
         order = []
@@ -458,6 +500,8 @@ def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> Fun
     fz = _Fuser(f, max_ops, max_recompute)
     fz.decide_materialized()
     fz.make_kernels()
+    for k in fz.kernels:
+        fz.index_readers(k)
     fz.fuse_epilogues()
     fz.fuse_concat_writers()
     fz.fuse_prologues()

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from ..ir.core import Function, Operation, Value
 from ..ir.ops_kernel import kernel_scratch_bytes
 from ..ir.plan import VIEW_OPS, aligned, check_plan, inplace_safe, schedule_facts
@@ -45,9 +47,10 @@ def plan_memory(f: Function) -> Function:
     _, last, T = schedule_facts(f)
     params = set(f.params)
     donate = dict(enumerate(f.attrs.get("donate", ())))
-    out_index = {}
+    out_index, out_count = {}, {}
     for i, v in enumerate(f.outputs):
         out_index.setdefault(v, i)
+        out_count[v] = out_count.get(v, 0) + 1
     storage_of: dict[Value, _Storage] = {}
     storages: list[_Storage] = []
     param_written: dict[Value, Value] = {}
@@ -75,7 +78,7 @@ def plan_memory(f: Function) -> Function:
             if st is None and r in out_index and donate.get(out_index[r], -1) >= 0:
                 p = f.params[donate[out_index[r]]]
                 if p.type.nbytes == r.type.nbytes and last.get(p, -1) <= t and p not in param_written \
-                        and _donation_ok(op, p, ri) and f.outputs.count(r) == 1:
+                        and _donation_ok(op, p, ri) and out_count[r] == 1:
                     param_written[p] = r
                     placements.append(p)
                     storage_of[r] = None
@@ -86,8 +89,8 @@ def plan_memory(f: Function) -> Function:
                     sx = storage_of.get(x)
                     if sx is None or x in params:
                         continue
+                    # (sx.end is the last use of every value sx holds)
                     if last.get(x) == t and sx.end <= t and inplace_safe(op, oi, ri) and \
-                            all(last.get(v, -1) <= t for v in sx.values) and \
                             not any(st2 is sx for st2 in (storage_of.get(rr) for rr in op.results[:ri])):
                         st = sx
                         break
@@ -128,18 +131,28 @@ def _donation_ok(op: Operation, p: Value, ri: int) -> bool:
 
 
 def _assign_offsets(storages: list[_Storage]) -> int:
-    placed: list[_Storage] = []
+    """Best fit, largest first: each storage goes to the lowest offset where it overlaps
+    no placed storage that is live at the same time. The scan over placed storages is
+    vectorized (numpy), so large programs plan in near-linear time in practice."""
+    n = len(storages)
+    lo_off = np.zeros(n, np.int64)  # offsets and lifetimes of the storages placed so far
+    hi_off = np.zeros(n, np.int64)
+    t0 = np.zeros(n, np.int64)
+    t1 = np.zeros(n, np.int64)
     arena = 0
-    for st in sorted(storages, key=lambda s: (-s.size, s.start)):
-        busy = sorted((o.offset, o.offset + o.size) for o in placed
-                      if not (o.end < st.start or st.end < o.start))
+    for k, st in enumerate(sorted(storages, key=lambda s: (-s.size, s.start))):
+        live = (t1[:k] >= st.start) & (t0[:k] <= st.end)
         offset = 0
-        for lo, hi in busy:
-            if offset + st.size <= lo:
-                break
-            offset = max(offset, hi)
+        if live.any():
+            lo, hi = lo_off[:k][live], hi_off[:k][live]
+            order = np.argsort(lo, kind="stable")
+            lo, hi = lo[order], hi[order]
+            # the offset the scan would have reached before each busy interval
+            before = np.concatenate(([0], np.maximum.accumulate(hi)[:-1]))
+            fits = np.nonzero(before + st.size <= lo)[0]
+            offset = int(before[fits[0]]) if len(fits) else max(0, int(hi.max()))
         st.offset = offset
-        placed.append(st)
+        lo_off[k], hi_off[k], t0[k], t1[k] = offset, offset + st.size, st.start, st.end
         arena = max(arena, offset + st.size)
     return arena
 

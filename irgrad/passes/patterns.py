@@ -44,23 +44,23 @@ def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
 
 def writer_chain(r: Value, h: Value):
     """The ops from r to h, as (op, operand position) pairs, when h is made of r by
-    permuting views and concats only (r lands in h without arithmetic); else None."""
-    chain, x = [], h
-    while x is not r:
-        op = x.op
-        if op is None:
-            return None
-        if op.opname in PERMUTING_VIEWS:
-            chain.append((op, 0))
-            x = op.operands[0]
+    permuting views and concats only (r lands in h without arithmetic); else None.
+    (A depth-first search from h, first concat operands first; iterative.)"""
+    stack, seen = [(h, ())], set()
+    while stack:
+        x, path = stack.pop()
+        if x is r:
+            return list(reversed(path))
+        if x in seen or x.op is None:
             continue
-        if op.opname == "concat":
-            for pos, v in enumerate(op.operands):
-                sub = writer_chain(r, v)  # depth is bounded by the (short) view chains
-                if sub is not None:
-                    return sub + [(op, pos)] + chain[::-1]
-        return None
-    return chain[::-1]
+        seen.add(x)
+        op = x.op
+        if op.opname in PERMUTING_VIEWS:
+            stack.append((op.operands[0], path + ((op, 0),)))
+        elif op.opname == "concat":
+            for pos in reversed(range(len(op.operands))):
+                stack.append((op.operands[pos], path + ((op, pos),)))
+    return None
 
 
 def result_matrix_view(r: Value, h: Value, chain):

@@ -31,7 +31,7 @@ from ...ir.printer import print_function
 from ..kernel_ir import GemmKernel
 from ..lowering import lower_function
 from . import cache
-from .jit import JitModule, compile_object, target_facts
+from .jit import JitModule, compile_program, target_facts
 from .llvm_renderer import render_program
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -145,7 +145,7 @@ class NativeProgram:
         # Small programs run BLAS on one thread: waking a second one costs more than it
         # saves (W1 at 2 threads: 50 us against 33 us on one).
         self.blas_threads = 1 if meta["gemm_flops"] < SMALL_PROGRAM_FLOPS else threads
-        self.jit = JitModule(blobs["object"], meta["externals"], opt)
+        self.jit = JitModule([blobs["object"], blobs["glue"]], meta["externals"], opt)
         self.compile_seconds = time.perf_counter() - t0
         self.table_template = np.zeros(meta["slots"], dtype=np.int64)
         self._keep = []
@@ -166,9 +166,9 @@ class NativeProgram:
         planned = plan_for_codegen(ir, pipeline)
         t1 = time.perf_counter()
         program = lower_function(planned)
-        llvm_ir = render_program(program, threads)
+        rendered = render_program(program, threads)
         t2 = time.perf_counter()
-        obj, externals, timings = compile_object(llvm_ir, opt)
+        (obj, glue), externals, timings = compile_program(rendered, opt)
         self.timings = dict(timings, passes=t1 - t0, lower_and_render=t2 - t1)
         constants = dict(program.constants)
         outputs = []
@@ -184,8 +184,8 @@ class NativeProgram:
         meta = {"externals": externals, "arena_bytes": program.arena_bytes,
                 "slots": len(program.slots), "slot_names": program.slots, "outputs": outputs,
                 "kernels": [k.name for k in program.kernels], "gemm_flops": gemm_flops}
-        blobs = {"object": obj, "planned_ir": print_function(planned).encode(),
-                 "llvm_ir": llvm_ir.encode(), "constants": _save_constants(constants)}
+        blobs = {"object": obj, "glue": glue, "planned_ir": print_function(planned).encode(),
+                 "llvm_ir": rendered.text.encode(), "constants": _save_constants(constants)}
         self._planned = planned
         return meta, blobs, constants
 

@@ -47,5 +47,5 @@ def render_blas_gemm(r, k: GemmKernel) -> str:
     if k.epilogue is not None:
         epi = r.kernel(k.epilogue)
         w.emit(f"call void @{epi}(ptr %table)")
-    r.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w.lines) + "\n  ret void\n}")
+    r.define_wrapper(name, w.lines)
     return name

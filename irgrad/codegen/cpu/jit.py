@@ -91,30 +91,63 @@ def target_facts() -> dict:
             "triple": st["triple"]}
 
 
-def compile_object(ir_text: str, opt: int = 3) -> tuple[bytes, list[str], dict]:
-    """Optimize and compile LLVM IR text: (object code, external symbols, timings)."""
+def _parse(ir_text: str):
     llvm = _llvm()
-    timings = {}
-    tm = target_machine(opt)
     try:
         mod = llvm.parse_assembly(ir_text)
         mod.verify()
     except RuntimeError as e:
         raise AssertionError(f"generated LLVM IR does not parse: {e}") from None
-    externals = sorted(f.name for f in mod.functions
-                       if f.is_declaration and not f.name.startswith("llvm."))
+    return mod
+
+
+def _declared(mod) -> list[str]:
+    return sorted(f.name for f in mod.functions if f.is_declaration and not f.name.startswith("llvm."))
+
+
+def compile_object(ir_text: str, opt: int = 3) -> tuple[bytes, list[str], dict]:
+    """Optimize and compile one LLVM module: (object code, external symbols, timings)."""
+    externals = _declared(_parse(ir_text))
     check_symbols(externals)
+    obj, timings = _compile(ir_text, opt)
+    return obj, externals, timings
+
+
+def compile_program(rendered, opt: int = 3) -> tuple[list[bytes], list[str], dict]:
+    """Compile a RenderedProgram: the kernels module at `opt`, the glue module (entry
+    points, a few loads and calls each) without optimization. Returns the object files,
+    the symbols they need from the process, and timings."""
+    kernels, glue = _parse(rendered.kernels), _parse(rendered.glue)
+    defined = {f.name for m in (kernels, glue) for f in m.functions if not f.is_declaration}
+    externals = sorted(set(_declared(kernels) + _declared(glue)) - defined)
+    check_symbols(externals)
+    objs, timings = [], {}
+    for text, level in ((rendered.kernels, opt), (rendered.glue, 0)):
+        obj, t = _compile(text, level)
+        objs.append(obj)
+        for k, v in t.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return objs, externals, timings
+
+
+def _optimize(tm, mod, opt: int) -> None:
+    if opt > 0:
+        llvm = _llvm()
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = opt >= 2
+        pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+
+
+def _compile(ir_text: str, opt: int) -> tuple[bytes, dict]:
+    tm = target_machine(opt)
+    mod = _parse(ir_text)
     t1 = time.perf_counter()
-    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-    pto.loop_vectorization = opt >= 2
-    pto.slp_vectorization = opt >= 2
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    timings["optimize"] = time.perf_counter() - t1
+    _optimize(tm, mod, opt)
     t2 = time.perf_counter()
     obj = tm.emit_object(mod)
-    timings["codegen"] = time.perf_counter() - t2
-    return obj, externals, timings
+    return obj, {"optimize": t2 - t1, "codegen": time.perf_counter() - t2}
 
 
 def check_symbols(names) -> None:
@@ -130,11 +163,12 @@ def check_symbols(names) -> None:
 class JitModule:
     """Loaded object code; `address(name)` gives a function pointer."""
 
-    def __init__(self, obj: bytes, externals, opt: int = 3, entry: str = "irgrad_entry"):
+    def __init__(self, objs, externals, opt: int = 3, entry: str = "irgrad_entry"):
         llvm = _llvm()
         check_symbols(externals)
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(opt))
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        for obj in ([objs] if isinstance(objs, bytes) else objs):
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
         self.entry_address = self._engine.get_function_address(entry)
         if not self.entry_address:
@@ -144,21 +178,15 @@ class JitModule:
         return self._engine.get_function_address(name)
 
 
-def _optimized_module(ir_text: str, opt: int):
-    llvm = _llvm()
-    tm = target_machine(opt)
-    mod = llvm.parse_assembly(ir_text)
-    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    return tm, mod
-
-
-def emit_assembly(ir_text: str, opt: int = 3) -> str:
-    """Optimized machine code of an LLVM module as assembly text (for `--emit asm`)."""
-    tm, mod = _optimized_module(ir_text, opt)
-    return tm.emit_assembly(mod)
-
-
-def optimized_ir(ir_text: str, opt: int = 3) -> str:
-    return str(_optimized_module(ir_text, opt)[1])
+def emit_assembly(rendered, opt: int = 3) -> str:
+    """Machine code as assembly text (for `--emit asm`): of one module's text, or of a
+    RenderedProgram (the kernels module optimized at `opt`, then the glue module)."""
+    parts = [(rendered, opt, None)] if isinstance(rendered, str) else \
+        [(rendered.kernels, opt, "kernels"), (rendered.glue, 0, "glue")]
+    out = []
+    for text, level, what in parts:
+        tm = target_machine(level)
+        mod = _parse(text)
+        _optimize(tm, mod, level)
+        out.append((f"# ---- {what} module ----\n" if what else "") + tm.emit_assembly(mod))
+    return "\n".join(out)

@@ -3,9 +3,15 @@
 Layout of the generated module:
 
 - `@irgrad_entry(ptr %table)`: the whole program, one call per kernel in order;
-- per kernel `@kN(ptr %table)`: loads its buffer pointers from the pointer table (slot 0
-  is the arena) and runs `@kN.body(ptr noalias ..., i64 lo, i64 hi)` on the outermost
-  loop range [lo, hi), directly or split over threads by `GOMP_parallel`;
+- per kernel `@kN(ptr %table)` (never inlined, so LLVM's work grows with the number of
+  kernels, not with its square): loads its buffer pointers from the pointer table (slot 0
+  is the arena) and runs a body `@body.M(ptr noalias ..., i64 lo, i64 hi)` on the
+  outermost loop range [lo, hi), directly or split over threads by `GOMP_parallel`;
+- bodies are shared: kernels that compute the same thing on other buffers (the layers
+  of a deep model, the steps of a long chain) call one body, compiled once;
+- two modules (`RenderedProgram`): the bodies are optimized at -O3, the per-kernel glue
+  (wrappers, entry, thread fan-out) is compiled without optimization, so LLVM's work is
+  bounded by the distinct computations of a program;
 - matmuls call BLAS `sgemm`/`dgemm` (Fortran ABI; row-major C = A B is computed as
   C^T = B^T A^T), followed by their epilogue loop.
 
@@ -18,6 +24,7 @@ keeps float32 results within about 1e-6 of the interpreter.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ...ir.types import DType
 from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
@@ -32,6 +39,7 @@ LL = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64
       DType.bool: "i1"}
 MEM = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
        DType.bool: "i8"}
+_BODY_NAME = "<body>"  # placeholder in body texts, filled in when the module is written
 ELEMENT_FLAGS = "contract"
 REDUCE_FLAGS = "reassoc nsz contract"
 PARALLEL_MIN_WORK = 32768  # elements below which a kernel stays on one thread
@@ -87,16 +95,41 @@ class Scope:
         return None
 
 
+@dataclass
+class RenderedProgram:
+    """The LLVM IR of a program, as two modules. `kernels` holds the loop bodies, the math
+    library and our small matmuls: the work, optimized at -O3. The glue (`glue_defs`: the
+    per-kernel entry points, @irgrad_entry and the thread fan-out) is a few loads and
+    calls per kernel, compiled without optimization, so that LLVM's effort grows with the
+    distinct computations of a program, not with its number of kernels. `glue_decls`
+    declare what the glue calls; `text` is the whole program as one module."""
+
+    kernels: str
+    glue_decls: str
+    glue_defs: str
+
+    @property
+    def glue(self) -> str:
+        return self.glue_decls + "\n" + self.glue_defs
+
+    @property
+    def text(self) -> str:
+        return self.kernels + "\n; ---- glue (compiled without optimization) ----\n\n" + self.glue_defs
+
+
 class KernelRenderer:
     def __init__(self, program: Program, threads: int, gemm: str = "auto"):
         self.program = program
         self.threads = threads
         self.gemm_mode = gemm  # "auto" (per shape), "blas" or "loops"
         self.decls: set[str] = set()
-        self.out: list[str] = []
+        self.out: list[str] = []  # glue functions
+        self.kernel_out: list[str] = []  # functions of the kernels module besides the bodies
+        self.exported: list[str] = []  # `declare`s of kernel-module functions the glue calls
+        self._bodies: dict[str, list] = {}  # body text (name left out) -> [name, uses]
 
     # -- module -------------------------------------------------------------------------------
-    def render(self) -> str:
+    def render(self) -> RenderedProgram:
         names = []
         for k in self.program.kernels:
             names.append(self.kernel(k))
@@ -105,8 +138,26 @@ class KernelRenderer:
             body.append(f"  call void @{n}(ptr %table)")
         body.append("  ret void")
         body.append("}")
-        parts = [math_library(), "\n".join(sorted(self.decls))] + self.out + ["\n".join(body)]
-        return "\n\n".join(p for p in parts if p) + "\n"
+        bodies = []
+        for text, (bname, uses) in self._bodies.items():
+            bodies.append(text.replace(_BODY_NAME, bname))
+        decls = "\n".join(sorted(self.decls))
+        kernels = [math_library(), decls] + bodies + self.kernel_out
+        glue_decls = [INTRINSICS_F32, decls, "\n".join(self.exported)]
+        glue = self.out + ["\n".join(body)]
+        return RenderedProgram("\n\n".join(p for p in kernels if p) + "\n",
+                               "\n\n".join(p for p in glue_decls if p) + "\n",
+                               "\n\n".join(p for p in glue if p) + "\n")
+
+    def export(self, name: str, param_types) -> None:
+        """Declare kernel-module function `name` for the glue module."""
+        self.exported.append(f"declare void @{name}({', '.join(param_types)})")
+
+    def define_wrapper(self, name: str, lines) -> None:
+        """`@name(ptr %table)`, a kernel's entry point (called from @irgrad_entry and by
+        profile())."""
+        self.out.append(f"define void @{name}(ptr %table) noinline {{\n" + "\n".join(lines)
+                        + "\n  ret void\n}")
 
     def declare(self, text: str) -> None:
         if text not in INTRINSICS_F32:  # the math library declares those already
@@ -167,21 +218,20 @@ class KernelRenderer:
         bufs = self._kernel_buffers(k)
         extent0, work = _outer_extent_and_work(k)
         parallel = self.threads > 1 and work >= PARALLEL_MIN_WORK and extent0 >= 2
-        self.body_function(name + ".body", k, bufs)
+        body = self.body_function(k, bufs)
         w = FunctionWriter()
         ptrs = self._load_pointers(w, bufs)
         if parallel:
-            self.omp_function(name, bufs, extent0)
+            self.omp_function(name, body, bufs, extent0)
             self.declare("declare void @GOMP_parallel(ptr, ptr, i32, i32)")
             w.emit(f"call void @GOMP_parallel(ptr @{name}.omp, ptr %table, i32 {self.threads}, i32 0)")
         else:
             args = ", ".join(f"ptr {p}" for p in ptrs)
-            w.emit(f"call void @{name}.body({args}{', ' if args else ''}i64 0, i64 {extent0})")
-        self.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w.lines)
-                        + "\n  ret void\n}")
+            w.emit(f"call void @{body}({args}{', ' if args else ''}i64 0, i64 {extent0})")
+        self.define_wrapper(name, w.lines)
         return name
 
-    def omp_function(self, name: str, bufs: list[Buf], extent0: int) -> None:
+    def omp_function(self, name: str, body: str, bufs: list[Buf], extent0: int) -> None:
         self.declare("declare i32 @omp_get_thread_num()")
         self.declare("declare i32 @omp_get_num_threads()")
         w = FunctionWriter()
@@ -197,11 +247,13 @@ class KernelRenderer:
         b = w.assign(f"mul i64 {t1}, {extent0}")
         hi = w.assign(f"udiv i64 {b}, {nth64}")
         args = ", ".join(f"ptr {p}" for p in ptrs)
-        w.emit(f"call void @{name}.body({args}{', ' if args else ''}i64 {lo}, i64 {hi})")
+        w.emit(f"call void @{body}({args}{', ' if args else ''}i64 {lo}, i64 {hi})")
         self.out.append(f"define internal void @{name}.omp(ptr %data) {{\n" + "\n".join(w.lines)
                         + "\n  ret void\n}")
 
-    def body_function(self, fname: str, k, bufs: list[Buf]) -> None:
+    def body_function(self, k, bufs: list[Buf]) -> str:
+        """The name of the function computing kernel k on buffer arguments `bufs` (an
+        existing body when another kernel computes the same thing)."""
         params = ", ".join(f"ptr noalias %b{i}" for i in range(len(bufs)))
         self.ptr_of = {(b.slot, b.offset): f"%b{i}" for i, b in enumerate(bufs)}
         w = FunctionWriter()
@@ -219,8 +271,14 @@ class KernelRenderer:
         w.emit("ret void")
         w.lines[entry_at:entry_at] = ["  " + a for a in w.entry_allocas]
         sep = ", " if params else ""
-        self.out.append(f"define internal void @{fname}({params}{sep}i64 %lo, i64 %hi) nounwind {{\n"
-                        + "\n".join(w.lines) + "\n}")
+        text = (f"define void @{_BODY_NAME}({params}{sep}i64 %lo, i64 %hi) nounwind {{\n"
+                + "\n".join(w.lines) + "\n}")
+        entry = self._bodies.get(text)
+        if entry is None:
+            entry = self._bodies[text] = [f"body.{len(self._bodies)}", 0]
+            self.export(entry[0], ["ptr"] * len(bufs) + ["i64", "i64"])
+        entry[1] += 1
+        return entry[0]
 
     # -- loop structures ------------------------------------------------------------------------
     def loops(self, vars_, scope: Scope, body, lo=None, hi=None) -> None:
@@ -627,5 +685,5 @@ def _outer_extent_and_work(k) -> tuple[int, int]:
     raise AssertionError(type(k))
 
 
-def render_program(program: Program, threads: int = 1, gemm: str = "auto") -> str:
+def render_program(program: Program, threads: int = 1, gemm: str = "auto") -> RenderedProgram:
     return KernelRenderer(program, threads, gemm).render()

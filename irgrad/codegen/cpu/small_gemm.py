@@ -168,8 +168,9 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
     w.emit("ret void")
     body = w.lines
     body[1:1] = ["  " + a for a in w.entry_allocas]
-    r.out.append("\n".join(tables))
-    r.out.append(f"define internal void @{name}.body(ptr noalias %a, ptr noalias %b, ptr noalias %c) nounwind {{\n"
+    r.kernel_out.append("\n".join(tables))
+    r.export(f"{name}.body", ["ptr", "ptr", "ptr"])
+    r.kernel_out.append(f"define void @{name}.body(ptr noalias %a, ptr noalias %b, ptr noalias %c) nounwind {{\n"
                  + "\n".join(body) + "\n}")
     # the wrapper reads the three pointers from the table
     w2 = FunctionWriter()
@@ -178,5 +179,5 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
     if k.epilogue is not None:
         epi = r.kernel(k.epilogue)
         w2.emit(f"call void @{epi}(ptr %table)")
-    r.out.append(f"define void @{name}(ptr %table) {{\n" + "\n".join(w2.lines) + "\n  ret void\n}")
+    r.define_wrapper(name, w2.lines)
     return name

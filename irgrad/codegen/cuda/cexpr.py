@@ -166,24 +166,29 @@ class ExprRenderer:
 
     # -- dependencies -------------------------------------------------------------------------
     def deps(self, x) -> frozenset:
-        got = self._deps.get(x)
-        if got is not None:
-            return got
-        if isinstance(x, Ix):
-            out = frozenset(x.vars())
-            if self.lane_var in out and self.lane_invariant(x):
-                out = (out - {self.lane_var}) | {LANE_BASE}
-        elif isinstance(x, AccRef):
-            out = frozenset({ACC_VAR})
-        else:
-            out = set()
-            for ix in sx_indices(x):
-                out |= self.deps(ix)
-            for k in sx_children(x):
-                out |= self.deps(k)
-            out = frozenset(out)
-        self._deps[x] = out
-        return out
+        """The loop variables (and accumulator) an index or expression depends on
+        (memoized; iterative, as expressions can be as deep as the program)."""
+        memo = self._deps
+        stack = [(x, False)]
+        while stack:
+            node, ready = stack.pop()
+            if node in memo:
+                continue
+            if isinstance(node, Ix):
+                out = frozenset(node.vars())
+                if self.lane_var in out and self.lane_invariant(node):
+                    out = (out - {self.lane_var}) | {LANE_BASE}
+            elif isinstance(node, AccRef):
+                out = frozenset({ACC_VAR})
+            else:
+                kids = list(sx_indices(node)) + list(sx_children(node))
+                if not ready and any(k not in memo for k in kids):
+                    stack.append((node, True))
+                    stack.extend((k, False) for k in kids if k not in memo)
+                    continue
+                out = frozenset().union(*(memo[k] for k in kids))
+            memo[node] = out
+        return memo[x]
 
     def define(self, scope: Scope, key, ctype: str, rhs: str, hint: str = "t") -> str:
         name = self.tmp(hint)
