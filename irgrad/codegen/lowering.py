@@ -226,6 +226,8 @@ class ProgramBuilder:
             buf = self.buf_for(r, p, f"v{t}_{i}")
             self.where[r] = buf
             outs.append(buf)
+        if all(r.type.size == 0 for r in op.results):
+            return  # nothing to compute (and no index space to iterate)
         src = self.where.get(op.operands[0]) if op.operands else None
         if op.opname in ("reshape", "stop_gradient") and not op.regions and isinstance(src, Buf) \
                 and (src.slot, src.offset) == (outs[0].slot, outs[0].offset):

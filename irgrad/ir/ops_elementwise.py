@@ -115,10 +115,15 @@ binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t:
 binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
        lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point")
 # d(a^b) = b a^(b-1) da + log(a) a^b db, with the conventions of JAX and PyTorch where the
-# formula is 0 * inf: d/da a^0 = 0 (also at a = 0) and d/db a^b = 0 at a = 0
+# formula is 0 * inf: d/da a^0 = 0 also at a = 0 (the base a^(b-1) is taken at 1 where
+# a = b = 0, so derivatives stay exact wherever a != 0), and d/db a^b = 0 at a = 0
+def _pow_base(b, x):
+    zero = b.zeros_like(x[0])
+    return b.select(b.eq(x[0], zero), b.select(b.eq(x[1], zero), b.ones_like(x[0]), x[0]), x[0])
+
+
 binary("pow", np.power,
-       lambda b, x, y, t: b.select(b.eq(x[1], b.zeros_like(x[1])), b.zeros_like(t),
-                                   b.mul(t, b.mul(x[1], b.pow(x[0], b.sub(x[1], b.ones_like(x[1])))))),
+       lambda b, x, y, t: b.mul(t, b.mul(x[1], b.pow(_pow_base(b, x), b.sub(x[1], b.ones_like(x[1]))))),
        lambda b, x, y, t: b.select(b.eq(x[0], b.zeros_like(x[0])), b.zeros_like(t),
                                    b.mul(t, b.mul(b.log(x[0]), y))),
        pred=_float, words="floating-point")

@@ -589,10 +589,12 @@ class KernelRenderer:
         if op == "sign":
             zero, one = const_literal(0, dt), const_literal(1, dt)
             mone = const_literal(-1, dt)
-            if dt.is_float:
+            if dt.is_float:  # numpy: sign(+-0) = +0, sign(nan) = nan
                 gt = w.assign(f"fcmp ogt {ty} {a}, {zero}")
                 lt = w.assign(f"fcmp olt {ty} {a}, {zero}")
-                t = w.assign(f"select i1 {lt}, {ty} {mone}, {ty} {a}")
+                nan = w.assign(f"fcmp uno {ty} {a}, {a}")
+                z = w.assign(f"select i1 {nan}, {ty} {a}, {ty} {zero}")
+                t = w.assign(f"select i1 {lt}, {ty} {mone}, {ty} {z}")
                 return w.assign(f"select i1 {gt}, {ty} {one}, {ty} {t}")
             gt = w.assign(f"icmp sgt {ty} {a}, 0")
             lt = w.assign(f"icmp slt {ty} {a}, 0")
@@ -616,9 +618,12 @@ class KernelRenderer:
             if op in ("add", "sub", "mul", "div"):
                 return w.assign(f"f{op} {f} {ty} {a}, {b}")
             if op in ("max", "min"):
-                fn = "maximum" if op == "max" else "minimum"
-                self.declare(f"declare {ty} @llvm.{fn}.{_sfx(dt)}({ty}, {ty})")
-                return w.assign(f"call {ty} @llvm.{fn}.{_sfx(dt)}({ty} {a}, {ty} {b})")
+                # numpy's maximum/minimum: NaN propagates, else a > b ? a : b (of two
+                # zeros the second wins; llvm.maximum would order -0 below +0)
+                cmp = w.assign(f"fcmp {'ogt' if op == 'max' else 'olt'} {ty} {a}, {b}")
+                m = w.assign(f"select i1 {cmp}, {ty} {a}, {ty} {b}")
+                nan = w.assign(f"fcmp uno {ty} {a}, {a}")
+                return w.assign(f"select i1 {nan}, {ty} {a}, {ty} {m}")
             if op == "pow":
                 fn = "powf" if dt is DType.f32 else "pow"
                 self.declare(f"declare {ty} @{fn}({ty}, {ty}) nounwind readnone")

@@ -336,7 +336,9 @@ def unary(op: str, dt: DType, a: str) -> str:
             return f"fabs{f}({a})"
         if op == "sign":
             one, zero = literal(1, dt), literal(0, dt)
-            return f"({a} > {zero} ? {one} : ({a} < {zero} ? {literal(-1, dt)} : {a}))"
+            # numpy: sign(+-0) = +0, sign(nan) = nan
+            return (f"({a} > {zero} ? {one} : ({a} < {zero} ? {literal(-1, dt)} : "
+                    f"({a} != {a} ? {a} : {zero})))")
         if op in FLOAT_FN:
             return f"{FLOAT_FN[op]}{f}({a})"
     else:

@@ -2,8 +2,9 @@
 renderer's semantics, warp/block reductions, and the tiled GEMM templates.
 
 Semantics (mirroring codegen/cpu/llvm_renderer.py):
-- `irg_max`/`irg_min` on floats propagate NaN and order -0 below +0 (llvm.maximum /
-  llvm.minimum); on integers they are plain signed max/min;
+- `irg_max`/`irg_min` on floats are numpy's maximum/minimum: NaN propagates, otherwise
+  `a > b ? a : b` (so of two zeros the second wins, as in numpy); on integers plain
+  signed max/min;
 - integer add/sub/mul/neg wrap (two's complement), like LLVM's plain `add`/`mul`;
 - `irg_floordiv`/`irg_mod` are floor division / modulo for possibly negative indices;
 - `irg_clamp_index` wraps a negative gather index once (numpy's negative indices) and
@@ -23,30 +24,10 @@ PRELUDE = r"""
 // ---- irgrad CUDA prelude ----------------------------------------------------------------
 #define IRG_DEV __device__ __forceinline__
 
-IRG_DEV float irg_max(float a, float b) {
-  if (a != a || b != b) return a + b;
-  if (a > b) return a;
-  if (b > a) return b;
-  return signbit(a) ? b : a;
-}
-IRG_DEV float irg_min(float a, float b) {
-  if (a != a || b != b) return a + b;
-  if (a < b) return a;
-  if (b < a) return b;
-  return signbit(a) ? a : b;
-}
-IRG_DEV double irg_max(double a, double b) {
-  if (a != a || b != b) return a + b;
-  if (a > b) return a;
-  if (b > a) return b;
-  return signbit(a) ? b : a;
-}
-IRG_DEV double irg_min(double a, double b) {
-  if (a != a || b != b) return a + b;
-  if (a < b) return a;
-  if (b < a) return b;
-  return signbit(a) ? a : b;
-}
+IRG_DEV float irg_max(float a, float b) { return (a != a) ? a : (a > b ? a : b); }
+IRG_DEV float irg_min(float a, float b) { return (a != a) ? a : (a < b ? a : b); }
+IRG_DEV double irg_max(double a, double b) { return (a != a) ? a : (a > b ? a : b); }
+IRG_DEV double irg_min(double a, double b) { return (a != a) ? a : (a < b ? a : b); }
 IRG_DEV int irg_max(int a, int b) { return a > b ? a : b; }
 IRG_DEV int irg_min(int a, int b) { return a < b ? a : b; }
 IRG_DEV long long irg_max(long long a, long long b) { return a > b ? a : b; }
