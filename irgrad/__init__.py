@@ -5,7 +5,7 @@ memory-plan it; codegen turns it into native code. See DESIGN.md for the public 
 """
 
 from .errors import (ArgumentError, BackendUnavailable, GradientCheckError, IrgradError,
-                     ParseError, PipelineError, ShapeError, SourceLoc, VerifyError)
+                     ParseError, PipelineError, ShapeError, SourceLoc, TraceError, VerifyError)
 from .frontend.function import Function, function, trace
 from .frontend.library import (abs, arange, astype, concatenate, cos, cross_entropy, exp, full,
                                gelu, layer_norm, log, log_softmax, logsumexp, matmul, max,
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError", "BackendUnavailable", "GradientCheckError", "IrgradError", "ParseError",
-    "PipelineError", "ShapeError", "SourceLoc", "VerifyError", "Function", "function", "trace",
+    "PipelineError", "ShapeError", "SourceLoc", "TraceError", "VerifyError", "Function", "function", "trace",
     "abs", "arange", "astype", "concatenate", "cos", "cross_entropy", "exp", "full", "gelu",
     "layer_norm", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
     "minimum", "mse_loss", "one_hot", "ones", "pad", "relu", "reshape", "sigmoid", "sign", "sin",

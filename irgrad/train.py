@@ -50,7 +50,8 @@ def require(module: str, extra: str, what: str = "this example"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = {"sklearn": "scikit-learn"}.get(module, module)
+        top = module.split(".")[0]
+        package = {"sklearn": "scikit-learn"}.get(top, top)
         raise IrgradError(f"{what} needs the Python package {package}, which is not installed: "
                           f"pip install 'irgrad[{extra}]' (or pip install {package})") from None
 

@@ -235,3 +235,20 @@ def test_zero_size_gradient_and_step():
     x = np.zeros((0, 5), np.float32)
     for backend in ["numpy"] + BACKENDS:
         assert compile_on(g, backend)(x).shape == (0, 5)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + BACKENDS)
+@pytest.mark.parametrize("pipeline", ["O0", "O2"])
+def test_indices_outside_the_axis_are_clamped_on_every_backend(backend, pipeline):
+    loss = ig.trace(lambda a, i, u: ig.sum(ig.take(a, i, axis=0) * u), f32[4, 3], i32[6], f32[6, 3])
+    grad = ig.grad(loss)  # a scatter_add of the cotangents
+    f = ig.trace(lambda a, i, u: (ig.take(a, i, axis=0) * 2.0, grad(a, i, u)), f32[4, 3], i32[6], f32[6, 3])
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    idx = np.array([0, 4, -1, -5, 100, -100], np.int32)
+    u = np.ones((6, 3), np.float32)
+    want = f(a, idx, u)
+    kw = {"device": "emulate"} if backend == "cuda" else {}
+    got = ig.compile(f, backend=backend, pipeline=pipeline, **kw)(a, idx, u)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(want[0], a[[0, 3, 3, 0, 3, 0]] * 2)

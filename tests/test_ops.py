@@ -497,10 +497,17 @@ def test_gather_errors():
     assert "out of range" in infer_error("gather", [tt(F32, (4, 3)), tt(I32, (2,))], axis=2)
 
 
-def test_gather_index_out_of_range_is_an_irgrad_error():
-    # a runtime error, but still one of ours (not a bare IndexError from numpy)
-    with pytest.raises(ig.IrgradError, match="index 4 is out of range"):
-        run_op("gather", [np.zeros((4, 2), np.float32), np.array([0, 4], np.int32)], axis=0)
+def test_gather_and_scatter_clamp_indices_outside_the_axis():
+    """Negative indices count from the end (numpy); indices outside the axis are clamped to
+    its nearest end (JAX): the same on every backend, never a read outside the tensor."""
+    a = np.arange(8, dtype=np.float32).reshape(4, 2)
+    idx = np.array([0, 4, -1, -5, 100, -100], np.int32)
+    same(run_op("gather", [a, idx], axis=0), a[[0, 3, 3, 0, 3, 0]])
+    upd = np.ones((6, 2), np.float32)
+    want = a.copy()
+    np.add.at(want, [0, 3, 3, 0, 3, 0], upd)
+    same(run_op("scatter_add", [a, idx, upd], axis=0), want)
+    assert "empty axis" in infer_error("gather", [tt(F32, (0, 2)), tt(I32, (3,))], axis=0)
 
 
 @covers("scatter_add")

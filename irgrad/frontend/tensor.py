@@ -82,9 +82,21 @@ def user_location() -> SourceLoc | None:
     return SourceLoc(display_path(f.f_code.co_filename), f.f_lineno)
 
 
+def _function_of(v: Value):
+    owner = v.owner
+    block = owner.parent if hasattr(owner, "opname") else owner
+    return block.parent if block is not None else None
+
+
 def emit(opname: str, *operands: Value, result_type: TensorType | None = None, **attrs) -> "Tensor":
     ctx = require_context(f"'{opname}'")
     loc = user_location()
+    for v in operands:
+        fv = _function_of(v)
+        if fv is not ctx.func:
+            name = f"@{fv.name}" if fv is not None and hasattr(fv, "name") else "another function"
+            raise TraceError(f"{loc}: a traced value ({v.type}) of {name} is used while tracing "
+                             f"@{ctx.func.name}; pass it to this function as an argument")
     try:
         op = ctx.builder.emit_op(opname, operands, attrs,
                                  [result_type] if result_type is not None else None, loc=loc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import IrgradError, ShapeError
+from ..errors import ShapeError
 from .registry import AttrSpec, OpDef, fmt_types, register
 from .types import DType
 
@@ -134,20 +134,24 @@ def _gather_infer(types, attrs, declared):
         raise ShapeError(f"'gather' indices must be integers, got {idx}")
     if not 0 <= ax < a.rank:
         raise ShapeError(f"'gather' axis {ax} is out of range for {a}")
-    return [a.with_shape(_gather_shape(a, idx, ax))]
+    out = a.with_shape(_gather_shape(a, idx, ax))
+    if a.shape[ax] == 0 and out.size:
+        raise ShapeError(f"'gather' reads {out} from an empty axis of {a}")
+    return [out]
 
 
-def _check_indices(opname, idx, n):
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx[(idx < -n) | (idx >= n)].flat[0]
-        raise IrgradError(f"'{opname}' index {bad} is out of range for an axis of size {n}")
+def clamp_indices(idx, n):
+    """Indices as every backend reads them: a negative index counts from the end (as in
+    numpy), and one outside the axis is clamped to its nearest end (as in JAX): gathers
+    and scatters never leave their tensor and never fail at run time."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return np.clip(np.where(idx < 0, idx + n, idx), 0, max(n - 1, 0))
 
 
 def _gather_ref(xs, op):
     a, idx = xs
     ax = op.attrs["axis"]
-    _check_indices("gather", idx, a.shape[ax])
-    return [np.take(a, idx, axis=ax)]
+    return [np.take(a, clamp_indices(idx, a.shape[ax]), axis=ax)]
 
 
 register(OpDef(
@@ -158,7 +162,8 @@ register(OpDef(
     jvp=lambda b, op, ts: [b.gather(ts[0], op.operands[1], op.attrs["axis"])
                            if ts[0] is not None else None],
     attrs={"axis": AttrSpec("int")}, num_operands=2,
-    doc="np.take(a, indices, axis): result shape a[:axis] + indices + a[axis+1:]."))
+    doc="np.take(a, indices, axis): result shape a[:axis] + indices + a[axis+1:]; negative "
+        "indices count from the end, indices outside the axis are clamped to it."))
 
 
 def _scatter_infer(types, attrs, declared):
@@ -171,16 +176,17 @@ def _scatter_infer(types, attrs, declared):
     if upd.dtype != a.dtype or upd.shape != _gather_shape(a, idx, ax):
         raise ShapeError(f"'scatter_add' updates must have type "
                          f"{a.with_shape(_gather_shape(a, idx, ax))}, got {fmt_types(types)}")
+    if a.shape[ax] == 0 and upd.size:
+        raise ShapeError(f"'scatter_add' adds {upd} into an empty axis of {a}")
     return [a]
 
 
 def _scatter_ref(xs, op):
     a, idx, upd = xs
     ax = op.attrs["axis"]
-    _check_indices("scatter_add", idx, a.shape[ax])
     out = np.array(a, copy=True)
     flat = upd.reshape(a.shape[:ax] + (idx.size,) + a.shape[ax + 1:])
-    np.add.at(out, (slice(None),) * ax + (idx.reshape(-1),), flat)
+    np.add.at(out, (slice(None),) * ax + (clamp_indices(idx, a.shape[ax]).reshape(-1),), flat)
     return [out]
 
 
