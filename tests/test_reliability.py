@@ -502,3 +502,26 @@ def test_missing_optional_packages_are_named(tmp_path):
     r = run_cli(tmp_path, "train", os.path.join(REPO, "examples", "digits_mlp.py"), "--epochs", "1",
                 env=env)
     assert "accuracy" in r.stdout
+
+
+def _emulator_available():
+    try:
+        from irgrad.codegen.cuda.emulate import compiler
+        compiler()
+        return True
+    except ig.BackendUnavailable:
+        return False
+
+
+@pytest.mark.skipif(not _emulator_available(), reason="the CUDA emulation needs g++")
+def test_cuda_step_params_assignment_and_threads_on_the_emulated_device():
+    w = workloads.get("W1")
+    step = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs,
+                           backend="cuda", device="emulate")
+    batch = w.batches(1)[0]
+    step.params["fc0"] = {k: np.zeros_like(a) for k, a in step.params["fc0"].items()}
+    step.params["fc1"] = {k: np.zeros_like(a) for k, a in step.params["fc1"].items()}
+    np.testing.assert_allclose(step(*batch), np.log(10.0), rtol=1e-5)  # uploaded
+    f = ig.trace(lambda a: ig.tanh(a) * 2.0, f32[256])
+    c = ig.compile(f, backend="cuda", device="emulate")
+    _hammer(c, lambda rng: (rng.standard_normal(256).astype(np.float32),), f, threads=3, calls=10)
