@@ -15,7 +15,7 @@ import traceback
 import numpy as np
 
 from .errors import IrgradError, ParseError, VerifyError
-from .train import positive_int
+from .train import int_at_least, positive_int
 
 
 class CliError(Exception):
@@ -268,16 +268,6 @@ def cmd_train(args) -> int:
 
 # --- argument parsing ----------------------------------------------------------------------------
 
-def non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {n}")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irgrad", description="irgrad: a deep-learning compiler you "
                                 "can see into. Trace, differentiate, optimize and run IR.")
@@ -314,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--pipeline", default="O0")
     r.add_argument("--inputs", metavar="FILE.npz", help="arrays named after the parameters")
     r.add_argument("--function", metavar="NAME", help="which function of an .ir file")
-    r.add_argument("--seed", type=non_negative_int, default=0)
+    r.add_argument("--seed", type=int_at_least(0), default=0)
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="compare pipelines: ops, kernels, memory, compile and step time")
@@ -322,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pipelines", nargs="+", default=["O0", "O2"], metavar="PIPELINE")
     b.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
     b.add_argument("--threads", type=positive_int, default=None, help="threads for the native backends")
-    b.add_argument("--repeat", type=non_negative_int, default=0, help="calls to time (default: about 1 s)")
+    b.add_argument("--repeat", type=int_at_least(0), default=0, help="calls to time (default: about 1 s)")
     b.add_argument("--json", action="store_true", help="print a JSON list, one object per pipeline")
     b.add_argument("--plot", metavar="OUT.png", help="also draw time and memory per pipeline "
                    "(needs matplotlib: the viz extra)")

@@ -33,15 +33,22 @@ COMMON = ("backend", "epochs", "pipeline", "threads", "seed")
 BACKENDS = ("numpy", "cpu", "cuda")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+def int_at_least(least: int):
+    """An argparse type: an integer >= least."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if n < least:
+            words = "a positive integer" if least == 1 else f"an integer >= {least}"
+            raise argparse.ArgumentTypeError(f"expected {words}, got {n}")
+        return n
+    parse.__name__ = "positive_int" if least == 1 else f"int_at_least_{least}"
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def require(module: str, extra: str, what: str = "this example"):

@@ -89,7 +89,7 @@ def run_case(case) -> tuple[str, str]:
         with tempfile.NamedTemporaryFile("w", suffix=".ir", delete=False) as fh:
             fh.write(text)
         try:
-            for args in (["check", fh.name], ["run", fh.name, "--backend", "cpu"],
+            for args in (["check", fh.name], ["run", fh.name], ["run", fh.name, "--backend", "cpu"],
                          ["run", fh.name, "-p", "O2", "--backend", "cpu"]):
                 problem = cli(args)
                 if problem:

@@ -390,3 +390,17 @@ def programs_with_inputs(draw, **kwargs) -> tuple[Program, list[np.ndarray]]:
     """A `(program, inputs)` pair; keyword arguments go to `programs()`."""
     prog = draw(programs(**kwargs))
     return prog, prog.make_inputs(draw(st.integers(0, 2**31 - 1)))
+
+
+# A memory-planned function written by hand (two values share offset 0 in place, the
+# update of %w is donated into its buffer): the reliability tests and the fuzzer edit it.
+HAND_PLANNED = """\
+func @f(%w: f32[16], %x: f32[16]) -> (f32[16], f32[16]) attributes {donate=[-1, 0], arena_bytes=128, naive_bytes=320, lower_bound_bytes=128} {
+  %0 = exp %x : f32[16] mem[0]
+  %1 = tanh %0 : f32[16] mem[64]
+  %2 = add %0, %1 : f32[16] mem[0]
+  %3 = mul %w, %x : f32[16] mem[64]
+  %4 = sub %3, %x : f32[16] mem[%w]
+  return %2, %4
+}
+"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -303,3 +304,76 @@ def test_scalar_constant_result_keeps_its_shape_from_the_cache(tmp_path, monkeyp
         neg, half = c(np.ones(2, np.float32))
         shapes.append((c.native.from_cache, np.shape(neg), np.shape(half), float(half)))
     assert shapes == [(False, (2,), (), 0.5), (True, (2,), (), 0.5)]
+
+
+# --- entries of other programs, and files that are no entries (the reliability issue) ----------
+
+CACHE_PROGRAM = """\
+func @f(%x: f32[64]) -> f32[64] {
+  %0 = tanh %x : f32[64]
+  %1 = const {value=SCALE} : f32[64]
+  %2 = mul %0, %1 : f32[64]
+  return %2
+}
+"""
+
+
+def _cached(scale, size=64):
+    text = CACHE_PROGRAM.replace("SCALE", str(scale)).replace("64", str(size))
+    return ig.parse(text).functions["f"]
+
+
+
+def test_a_copied_entry_is_not_used_for_another_program(cache_dir):
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    ig.compile(_cached(2.0), backend="cpu")
+    (a,) = [pathlib.Path(e) for e in entries(cache_dir)]
+    ig.compile(_cached(3.0), backend="cpu")
+    (b,) = [e for e in [pathlib.Path(e) for e in entries(cache_dir)] if e != a]
+    b.write_bytes(a.read_bytes())  # program 2.0's entry where 3.0's belongs
+    c = ig.compile(_cached(3.0), backend="cpu")
+    assert not c.native.from_cache
+    np.testing.assert_allclose(c(x), np.tanh(x) * 3.0, rtol=1e-6)
+
+
+def test_an_entry_of_a_smaller_program_is_not_used(cache_dir):
+    ig.compile(_cached(2.0, size=8), backend="cpu")
+    (small,) = [pathlib.Path(e) for e in entries(cache_dir)]
+    ig.compile(_cached(2.0, size=4096), backend="cpu")
+    (big,) = [e for e in [pathlib.Path(e) for e in entries(cache_dir)] if e != small]
+    big.write_bytes(small.read_bytes())
+    x = np.linspace(-1, 1, 4096, dtype=np.float32)
+    c = ig.compile(_cached(2.0, size=4096), backend="cpu")
+    assert not c.native.from_cache
+    np.testing.assert_allclose(c(x), np.tanh(x) * 2.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("what", ["fifo", "devzero", "directory", "huge"])
+def test_no_file_in_the_cache_directory_hangs_or_exhausts_memory(what, cache_dir, tmp_path):
+    """Each case in a subprocess with a timeout: a FIFO would block a plain open(), a link
+    to /dev/zero would read forever."""
+    ig.compile(_cached(2.0), backend="cpu")
+    (entry,) = [pathlib.Path(e) for e in entries(cache_dir)]
+    entry.unlink()
+    if what == "fifo":
+        os.mkfifo(entry)
+    elif what == "devzero":
+        os.symlink("/dev/zero", entry)
+    elif what == "directory":
+        entry.mkdir()
+    else:
+        with open(entry, "wb") as fh:  # sparse: 8 GiB of nothing
+            fh.truncate(8 << 30)
+    script = textwrap.dedent(f"""
+        import numpy as np, irgrad as ig
+        f = ig.parse({CACHE_PROGRAM.replace('SCALE', '2.0')!r}).functions["f"]
+        c = ig.compile(f, backend="cpu")
+        x = np.linspace(-1, 1, 64, dtype=np.float32)
+        assert not c.native.from_cache
+        np.testing.assert_allclose(c(x), np.tanh(x) * 2.0, rtol=1e-6)
+        print("ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=REPO, IRGRAD_CACHE_DIR=str(cache_dir))
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr

@@ -35,7 +35,7 @@ from irgrad import workloads
 from irgrad.ir.registry import all_ops
 from irgrad.training import _spec_tree
 
-from strategies import programs
+from strategies import HAND_PLANNED, programs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -43,16 +43,6 @@ N_CASES = int(os.environ.get("IRGRAD_FUZZ_CASES", "60"))
 SEED = int(os.environ.get("IRGRAD_FUZZ_SEED", "0"))
 CASE_TIMEOUT = 60.0
 
-HAND_PLANNED = """\
-func @f(%w: f32[16], %x: f32[16]) -> (f32[16], f32[16]) attributes {donate=[-1, 0], arena_bytes=128, naive_bytes=320, lower_bound_bytes=128} {
-  %0 = exp %x : f32[16] mem[0]
-  %1 = tanh %0 : f32[16] mem[64]
-  %2 = add %0, %1 : f32[16] mem[0]
-  %3 = mul %w, %x : f32[16] mem[64]
-  %4 = sub %3, %x : f32[16] mem[%w]
-  return %2, %4
-}
-"""
 GATHER = """\
 func @g(%t: f32[5,3], %i: i32[4], %u: f32[4,3]) -> (f32[4,3], f32[5,3]) {
   %0 = gather %t, %i {axis=0} : f32[4,3]

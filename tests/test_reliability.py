@@ -11,33 +11,21 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import textwrap
 import threading
 
 import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad import f32, f64, i32, workloads
+from irgrad import f32, i32, workloads
 from irgrad.codegen.lowering import lower_function
 from irgrad.frontend.pytree import flatten
 from irgrad.ir.plan import check_plan
 from irgrad.training import _spec_tree
 
 from cli_runner import REPO, run_cli
+from strategies import HAND_PLANNED as PLANNED
 
-PLANNED = """\
-func @f(%w: f32[16], %x: f32[16]) -> (f32[16], f32[16]) attributes {donate=[-1, 0], arena_bytes=128, naive_bytes=320, lower_bound_bytes=128} {
-  %0 = exp %x : f32[16] mem[0]
-  %1 = tanh %0 : f32[16] mem[64]
-  %2 = add %0, %1 : f32[16] mem[0]
-  %3 = mul %w, %x : f32[16] mem[64]
-  %4 = sub %3, %x : f32[16] mem[%w]
-  return %2, %4
-}
-"""
 
 
 def args16():
@@ -290,88 +278,7 @@ def test_assigning_step_params_takes_effect(backend):
         del step.params["fc0"]
 
 
-# --- 4. the compile cache trusts nothing it finds ---------------------------------------------
-
-CACHE_PROGRAM = """\
-func @f(%x: f32[64]) -> f32[64] {
-  %0 = tanh %x : f32[64]
-  %1 = const {value=SCALE} : f32[64]
-  %2 = mul %0, %1 : f32[64]
-  return %2
-}
-"""
-
-
-def _cached(scale, size=64):
-    text = CACHE_PROGRAM.replace("SCALE", str(scale)).replace("64", str(size))
-    return ig.parse(text).functions["f"]
-
-
-def _entries(d):
-    return sorted(p for p in d.rglob("*.entry"))
-
-
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("IRGRAD_CACHE_DIR", str(d))
-    monkeypatch.delenv("IRGRAD_CACHE", raising=False)
-    return d
-
-
-def test_a_copied_entry_is_not_used_for_another_program(cache_dir):
-    x = np.linspace(-1, 1, 64, dtype=np.float32)
-    ig.compile(_cached(2.0), backend="cpu")
-    (a,) = _entries(cache_dir)
-    ig.compile(_cached(3.0), backend="cpu")
-    (b,) = [e for e in _entries(cache_dir) if e != a]
-    b.write_bytes(a.read_bytes())  # program 2.0's entry where 3.0's belongs
-    c = ig.compile(_cached(3.0), backend="cpu")
-    assert not c.native.from_cache
-    np.testing.assert_allclose(c(x), np.tanh(x) * 3.0, rtol=1e-6)
-
-
-def test_an_entry_of_a_smaller_program_is_not_used(cache_dir):
-    ig.compile(_cached(2.0, size=8), backend="cpu")
-    (small,) = _entries(cache_dir)
-    ig.compile(_cached(2.0, size=4096), backend="cpu")
-    (big,) = [e for e in _entries(cache_dir) if e != small]
-    big.write_bytes(small.read_bytes())
-    x = np.linspace(-1, 1, 4096, dtype=np.float32)
-    c = ig.compile(_cached(2.0, size=4096), backend="cpu")
-    assert not c.native.from_cache
-    np.testing.assert_allclose(c(x), np.tanh(x) * 2.0, rtol=1e-6)
-
-
-@pytest.mark.parametrize("what", ["fifo", "devzero", "directory", "huge"])
-def test_no_file_in_the_cache_directory_hangs_or_exhausts_memory(what, cache_dir, tmp_path):
-    """Each case in a subprocess with a timeout: a FIFO would block a plain open(), a link
-    to /dev/zero would read forever."""
-    ig.compile(_cached(2.0), backend="cpu")
-    (entry,) = _entries(cache_dir)
-    entry.unlink()
-    if what == "fifo":
-        os.mkfifo(entry)
-    elif what == "devzero":
-        os.symlink("/dev/zero", entry)
-    elif what == "directory":
-        entry.mkdir()
-    else:
-        with open(entry, "wb") as fh:  # sparse: 8 GiB of nothing
-            fh.truncate(8 << 30)
-    script = textwrap.dedent(f"""
-        import numpy as np, irgrad as ig
-        f = ig.parse({CACHE_PROGRAM.replace('SCALE', '2.0')!r}).functions["f"]
-        c = ig.compile(f, backend="cpu")
-        x = np.linspace(-1, 1, 64, dtype=np.float32)
-        assert not c.native.from_cache
-        np.testing.assert_allclose(c(x), np.tanh(x) * 2.0, rtol=1e-6)
-        print("ok")
-    """)
-    env = dict(os.environ, PYTHONPATH=REPO, IRGRAD_CACHE_DIR=str(cache_dir))
-    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+# --- 4. the compile cache trusts nothing it finds: tests/test_cpu_cache.py ---------------
 
 
 # --- 5. no recursion on user-sized structures ---------------------------------------------------

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ParseError, TextSpan
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     kind: str  # value func_name ident int float string punct eof
     text: str
-    span: TextSpan
+    line: int
+    col: int
+
+    @property
+    def span(self) -> TextSpan:
+        return TextSpan(self.line, self.col, max(len(self.text), 1))
 
 
 _TOKEN_RE = re.compile(r"""
@@ -32,24 +36,26 @@ _TOKEN_RE = re.compile(r"""
 
 def tokenize(text: str, filename: str = "<ir>") -> list[Token]:
     tokens: list[Token] = []
+    append = tokens.append
     pos, line, line_start = 0, 1, 0
     n = len(text)
+    match = _TOKEN_RE.match
     while pos < n:
-        m = _TOKEN_RE.match(text, pos)
+        m = match(text, pos)
         if m is None:
             span = TextSpan(line, pos - line_start + 1, 1)
             ch = text[pos]
             what = "an unterminated string" if ch == '"' else f"unexpected character {ch!r}"
             raise ParseError(what, text, span, filename)
         kind = m.lastgroup
-        tok_text = m.group()
-        if kind == "newline":
+        end = m.end()
+        if kind == "ws" or kind == "comment":
+            pass
+        elif kind == "newline":
             line += 1
-            line_start = m.end()
-        elif kind not in ("ws", "comment"):
-            if kind == "arrow":
-                kind = "punct"
-            tokens.append(Token(kind, tok_text, TextSpan(line, pos - line_start + 1, len(tok_text))))
-        pos = m.end()
-    tokens.append(Token("eof", "", TextSpan(line, pos - line_start + 1, 1)))
+            line_start = end
+        else:
+            append(Token("punct" if kind == "arrow" else kind, m.group(), line, pos - line_start + 1))
+        pos = end
+    append(Token("eof", "", line, pos - line_start + 1))
     return tokens

@@ -303,31 +303,46 @@ class Parser:
         raise self.error("expected an attribute value (number, list, dtype, string, true/false)")
 
     def attr_list(self) -> list:
-        # Nested lists are read with an explicit stack so huge constants cannot overflow.
+        # Nested lists are read with an explicit stack so huge constants cannot overflow;
+        # a tight loop over the tokens, since dense constants can be long.
         self.expect("[")
-        stack = [[]]
+        toks, pos = self.toks, self.pos
+        stack: list = [[]]
+        expect_item = True  # after '[' or ',': an item or ']' (after '['); else ',' or ']'
         while True:
-            if self.accept("]"):
+            tok = toks[pos]
+            kind, text = tok.kind, tok.text
+            if kind == "punct" and text == "]":
+                pos += 1
                 done = stack.pop()
                 if not stack:
+                    self.pos = pos
                     return done
                 stack[-1].append(done)
-            elif self.accept("["):
-                stack.append([])
+                expect_item = False
                 continue
+            if not expect_item:
+                if kind == "punct" and text == ",":
+                    pos += 1
+                    expect_item = True
+                    continue
+                self.pos = pos
+                raise self.error("expected ',' or ']'")
+            if kind == "punct" and text == "[":
+                stack.append([])
+            elif kind == "int":
+                stack[-1].append(int(text))
+                expect_item = False
+            elif kind == "float":
+                stack[-1].append(float(text))
+                expect_item = False
+            elif kind == "ident" and text in ("true", "false"):
+                stack[-1].append(text == "true")
+                expect_item = False
             else:
-                tok = self.tok
-                if tok.kind == "int":
-                    stack[-1].append(int(tok.text))
-                elif tok.kind == "float":
-                    stack[-1].append(float(tok.text))
-                elif tok.kind == "ident" and tok.text in ("true", "false"):
-                    stack[-1].append(tok.text == "true")
-                else:
-                    raise self.error("expected a number, true/false, '[' or ']' in a list")
-                self.next()
-            if not self.at("]"):
-                self.expect(",", "',' or ']'")
+                self.pos = pos
+                raise self.error("expected a number, true/false, '[' or ']' in a list")
+            pos += 1
 
     def convert_attrs(self, opdef, raw: dict, types, name_tok) -> dict:
         attrs = {k: v for k, (v, _) in raw.items()}
