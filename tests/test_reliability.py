@@ -432,3 +432,19 @@ def test_cuda_step_params_assignment_and_threads_on_the_emulated_device():
     f = ig.trace(lambda a: ig.tanh(a) * 2.0, f32[256])
     c = ig.compile(f, backend="cuda", device="emulate")
     _hammer(c, lambda rng: (rng.standard_normal(256).astype(np.float32),), f, threads=3, calls=10)
+
+
+def test_deeply_nested_regions_are_a_parse_error(tmp_path):
+    depth = 400
+    lines = ["func @f(%x: f32[3]) -> f32[3] {"]
+    for d in range(depth):
+        src = "%x" if d == 0 else f"%a{d}"
+        lines.append("  " * (d + 1) + f'%r{d} = fused {src} {{kind="loop"}} : f32[3] {{')
+        lines.append("  " * (d + 2) + f"(%a{d + 1}: f32[3]):")
+    text = "\n".join(lines) + "\n"
+    with pytest.raises(ig.ParseError, match="nest deeper"):
+        ig.parse(text)
+    path = tmp_path / "deep.ir"
+    path.write_text(text)
+    r = run_cli(tmp_path, "check", path, ok=False)
+    assert r.returncode == 1 and "nest deeper" in r.stderr and "Traceback" not in r.stderr

@@ -17,6 +17,7 @@ from .registry import check_attrs, get_op
 from .types import DType, TensorType
 
 _DTYPES = {d.value: d for d in DType}
+MAX_REGION_DEPTH = 64  # regions nested deeper than this are refused (the parser recurses)
 
 
 class Parser:
@@ -25,6 +26,7 @@ class Parser:
         self.filename = filename
         self.toks = tokenize(text, filename)
         self.pos = 0
+        self.depth = 0  # regions open around the current op
 
     # -- token helpers ------------------------------------------------------------------------
     @property
@@ -206,6 +208,15 @@ class Parser:
         return op
 
     def region(self, outer_scope) -> Block:
+        if self.depth >= MAX_REGION_DEPTH:
+            raise self.error(f"regions nest deeper than {MAX_REGION_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._region(outer_scope)
+        finally:
+            self.depth -= 1
+
+    def _region(self, outer_scope) -> Block:
         self.expect("{")
         # A region sees only its own arguments and values (it is isolated from above),
         # but its names must not shadow outer ones, so printing stays unambiguous.

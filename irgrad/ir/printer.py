@@ -71,7 +71,7 @@ def format_dense(arr: np.ndarray) -> str:
     return items[0]
 
 
-def format_attr(v) -> str:
+def _format_leaf(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -82,11 +82,35 @@ def format_attr(v) -> str:
         return v.value
     if isinstance(v, str):
         return json.dumps(v)
-    if isinstance(v, (tuple, list)):  # lists: function attributes as the parser reads them
-        return "[" + ", ".join(format_attr(x) for x in v) + "]"
     if isinstance(v, np.ndarray):
         return format_dense(v)
     raise TypeError(f"cannot print attribute value {v!r}")
+
+
+def format_attr(v) -> str:
+    """An attribute value as text; lists (function attributes as the parser reads them)
+    of any depth, printed without recursion."""
+    if not isinstance(v, (tuple, list)):
+        return _format_leaf(v)
+    out: list[str] = []
+    stack = [(v, 0)]  # (list, next index)
+    out.append("[")
+    while stack:
+        seq, i = stack[-1]
+        if i == len(seq):
+            out.append("]")
+            stack.pop()
+            continue
+        stack[-1] = (seq, i + 1)
+        if i:
+            out.append(", ")
+        x = seq[i]
+        if isinstance(x, (tuple, list)):
+            out.append("[")
+            stack.append((x, 0))
+        else:
+            out.append(_format_leaf(x))
+    return "".join(out)
 
 
 def format_placement(mem, namer) -> str:
