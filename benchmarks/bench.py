@@ -44,7 +44,7 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
     sys.path.insert(0, HERE)
     sys.path.insert(0, ROOT)
     import irgrad as ig
-    from irgrad import workloads as W
+    import workloads as W
 
     w = W.get(workload)
     batch = w.batches(1, seed=1)[0]
@@ -54,8 +54,8 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
     params = w.init_params()
     if system.startswith("irgrad-"):
         # once per process (LLVM, BLAS symbols, the backend's modules): not part of a compile
-        import irgrad.codegen.cpu.backend  # noqa: F401
-        from irgrad.codegen.cpu.jit import initialize
+        import irgrad.backends.cpu.backend  # noqa: F401
+        from irgrad.backends.cpu.jit import initialize
         initialize()
     t0 = time.perf_counter()
     if system.startswith("irgrad-"):

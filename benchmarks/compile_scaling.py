@@ -48,11 +48,11 @@ def child(kind: str, n: int) -> dict:
         vocab, seq, batch = 256, 64, 8
         model = ig.nn.TinyTransformer(vocab=vocab, seq=seq, d_model=128, n_heads=4, d_ff=512, n_layers=n)
         params = model.init(0)
-        from irgrad.training import _spec_tree
+        from irgrad.transforms.training import _spec_tree
         loss = ig.trace(lambda p, a, b: model.loss(p, a, b), _spec_tree(params), i32[batch, seq], i32[batch, seq])
         fn = ig.training_step(loss, ig.optim.SGD(0.01))
         tok = np.random.default_rng(0).integers(0, vocab, (batch, seq + 1)).astype(np.int32)
-        args = ig.frontend.pytree.flatten((params, {}, tok[:, :-1].copy(), tok[:, 1:].copy()))[0]
+        args = ig.pytree.flatten((params, {}, tok[:, :-1].copy(), tok[:, 1:].copy()))[0]
         fn = ig.Function(fn.ir)
     traced = time.perf_counter() - t0
     report = io.StringIO()

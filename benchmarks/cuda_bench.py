@@ -49,8 +49,8 @@ def _time(step, batches, seconds: float, warmup: int = 5) -> tuple[float, int]:
 
 def run(names, seconds: float) -> dict:
     import irgrad as ig
-    from irgrad import workloads
-    from irgrad.codegen.cuda.runtime import get_device
+    import workloads
+    from irgrad.backends.cuda.runtime import get_device
     dev = get_device()
     rows = []
     for name in names:

@@ -133,13 +133,13 @@ def prepare(arch: str) -> int:
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import irgrad as ig
-    from irgrad import workloads
-    from irgrad.codegen.cpu.backend import plan_for_codegen
-    from irgrad.codegen.cuda.renderer import render_cuda_program
-    from irgrad.codegen.cuda.runtime import compile_cubin
+    import workloads
+    from irgrad.backends.cpu.backend import plan_for_codegen
+    from irgrad.backends.cuda.renderer import render_cuda_program
+    from irgrad.backends.cuda.runtime import compile_cubin
     from irgrad.codegen.lowering import lower_function
     from irgrad.frontend.function import trace
-    from irgrad.training import _spec_tree, training_step
+    from irgrad.transforms.training import _spec_tree, training_step
     from test_cuda import PROGRAMS
     sources = []
     for name in workloads.ALL:

@@ -1,7 +1,7 @@
 """W1-W4 training steps written by hand in numpy (float32): the baseline every benchmark
 ratio is taken against. Each `make_*_step(params, lr)` returns `step(*batch) -> loss`
 that updates `params` (a dict shaped like irgrad's) in place with plain SGD, using the
-same definitions as irgrad.workloads (weights stored (in, out), pre-LayerNorm block,
+same definitions as workloads (weights stored (in, out), pre-LayerNorm block,
 causal mask, tanh GELU, next-token cross-entropy).
 """
 
@@ -181,7 +181,7 @@ def make_transformer_step(params, lr, n_heads=4):
 
 
 def make_step(workload, params):
-    """The by-hand step for an irgrad.workloads.Workload (params updated in place)."""
+    """The by-hand step for an workloads.Workload (params updated in place)."""
     if workload.name == "W1" or workload.name == "W2":
         return make_mlp_step(params, workload.lr, "relu", "ce")
     if workload.name == "W3":

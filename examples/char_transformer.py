@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import irgrad as ig
-import irgrad.train
+import irgrad.tools.train
 from irgrad import i32
 
 VOCAB, SEQ, BATCH = 256, 64, 8
@@ -130,8 +130,8 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
           d_model=D_MODEL, n_heads=HEADS, d_ff=D_FF, seq=SEQ, batch=BATCH):
     """Train; returns {"losses": per-epoch mean training loss, "val_losses", "seconds",
     "sample": the generated text, "backend"}. The model-size keywords exist for tests."""
-    backend = irgrad.train.resolve_backend(backend, threads)
-    opts = irgrad.train.backend_options(backend, threads)
+    backend = irgrad.tools.train.resolve_backend(backend, threads)
+    opts = irgrad.tools.train.backend_options(backend, threads)
     raw = load_text(text or DEFAULT_TEXT, squeeze=not keep_spacing)
     data = np.frombuffer(raw, np.uint8).astype(np.int32)
     train_starts, val_starts = split(data, seq)
@@ -140,7 +140,7 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
                              f"and validation windows of {seq + 1} bytes")
     net = ig.nn.TinyTransformer(vocab=VOCAB, seq=seq, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
     params = net.init(seed)
-    n_params = sum(a.size for a in ig.frontend.pytree.flatten(params)[0])
+    n_params = sum(a.size for a in ig.pytree.flatten(params)[0])
     opt = ig.optim.Adam(lr) if optimizer == "adam" else ig.optim.SGD(lr)
     print(f"text: {text} ({len(raw):,} bytes{'' if keep_spacing else ' with spaces squeezed'}; "
           f"every tenth block of 2 KiB held out for validation)"
@@ -172,7 +172,7 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         total = 0.0
-        bar = irgrad.train.progress(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", leave=False,
+        bar = irgrad.tools.train.progress(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", leave=False,
                    disable=True if quiet else None, unit="step", file=sys.stdout, mininterval=0.5)
         for i in bar:
             value = train_step(*batches(data, train_starts, rng, batch, seq))
@@ -206,4 +206,4 @@ def train(backend="cpu", epochs=6, pipeline="O2", threads=None, seed=0, text=DEF
 
 
 if __name__ == "__main__":
-    sys.exit(irgrad.train.main(sys.modules[__name__]))
+    sys.exit(irgrad.tools.train.main(sys.modules[__name__]))

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import irgrad as ig
-import irgrad.train
+import irgrad.tools.train
 from irgrad import f32, i32
 
 BATCH = 64
@@ -51,7 +51,7 @@ predict = ig.trace(forward, param_specs, f32[BATCH, 64], name="predict")
 
 def load_data(seed: int = 0, test_fraction: float = 0.2):
     """Digits as float32 in [0, 1] (pixels / 16) and int32 labels, a fixed seeded split."""
-    datasets = irgrad.train.require("sklearn.datasets", "examples", "the digits data")
+    datasets = irgrad.tools.train.require("sklearn.datasets", "examples", "the digits data")
     digits = datasets.load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int32)
@@ -71,8 +71,8 @@ def train(backend="cpu", epochs=60, pipeline="O2", threads=None, seed=0, lr=LR, 
           split_seed=0):
     """Train; returns {"losses": per-epoch mean loss, "accuracy": per-epoch test accuracy,
     "seconds": training time without compilation, "backend": the backend used}."""
-    backend = irgrad.train.resolve_backend(backend, threads)
-    opts = irgrad.train.backend_options(backend, threads)
+    backend = irgrad.tools.train.resolve_backend(backend, threads)
+    opts = irgrad.tools.train.backend_options(backend, threads)
     x_train, y_train, x_test, y_test = load_data(split_seed)
     print(f"digits: {len(x_train)} training and {len(x_test)} test images of 8x8 pixels; "
           f"MLP {' -> '.join(map(str, SIZES))}, SGD lr {lr}, batch {BATCH}")
@@ -95,7 +95,7 @@ def train(backend="cpu", epochs=60, pipeline="O2", threads=None, seed=0, lr=LR, 
         t0 = time.perf_counter()
         order = rng.permutation(len(x_train))
         total = 0.0
-        bar = irgrad.train.progress(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}", leave=False,
+        bar = irgrad.tools.train.progress(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}", leave=False,
                    disable=True if quiet else None, unit="batch", file=sys.stdout)
         for b in bar:
             idx = order[b * BATCH:(b + 1) * BATCH]
@@ -142,4 +142,4 @@ def path_hint() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(irgrad.train.main(sys.modules[__name__]))
+    sys.exit(irgrad.tools.train.main(sys.modules[__name__]))

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import irgrad as ig
-import irgrad.train
+import irgrad.tools.train
 from irgrad import f64, i32
 
 N_IN, N_OUT = 64, 10
@@ -60,7 +60,7 @@ loss, gradient, hessian_vector, hessian_vector_rev = make_functions(N_TRAIN)
 
 
 def load_data(seed: int = 0):
-    datasets = irgrad.train.require("sklearn.datasets", "examples", "the digits data")
+    datasets = irgrad.tools.train.require("sklearn.datasets", "examples", "the digits data")
     digits = datasets.load_digits()
     x = digits.data / 16.0
     y = digits.target.astype(np.int32)
@@ -155,8 +155,8 @@ def train(backend="cpu", epochs=10, pipeline="O2", threads=None, seed=0, gd_lr=1
           log=print):
     """Check hvp, then run `epochs` Newton-CG steps. `data` = (x_train, y_train, x_test,
     y_test) replaces the digits (tests use a small random problem). Returns a dict."""
-    backend = irgrad.train.resolve_backend(backend, threads, log=log)
-    opts = irgrad.train.backend_options(backend, threads)
+    backend = irgrad.tools.train.resolve_backend(backend, threads, log=log)
+    opts = irgrad.tools.train.backend_options(backend, threads)
     x, y, x_test, y_test = data if data is not None else load_data()
     log(f"multinomial logistic regression: {len(x)} training examples, {N_PARAMS} parameters, "
         f"L2 {L2}, float64")
@@ -188,4 +188,4 @@ def train(backend="cpu", epochs=10, pipeline="O2", threads=None, seed=0, gd_lr=1
 
 
 if __name__ == "__main__":
-    sys.exit(irgrad.train.main(sys.modules[__name__]))
+    sys.exit(irgrad.tools.train.main(sys.modules[__name__]))

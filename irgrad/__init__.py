@@ -12,16 +12,16 @@ from .frontend.library import (abs, arange, astype, concatenate, cos, cross_entr
                                maximum, mean, minimum, mse_loss, one_hot, ones, pad, relu,
                                reshape, sigmoid, sign, sin, softmax, sqrt, square, stack,
                                stop_gradient, sum, take, tanh, transpose, var, where, zeros)
-from .frontend.pytree import tree_map
+from .pytree import tree_map
 from .frontend.specs import TensorSpec, bool_, f32, f64, i32, i64
 from .frontend.tensor import Tensor
 from .ir import Module, parse, verify
 from .ir.types import DType, TensorType
 from .api import compile
-from .autodiff import grad, hvp, jvp, value_and_grad, vjp
-from .gradcheck import check_grads
+from .transforms.autodiff import grad, hvp, jvp, value_and_grad, vjp
+from .transforms.gradcheck import check_grads
 from .frontend import nn, optim
-from .training import compile_step, training_step
+from .transforms.training import compile_step, training_step
 from .passes.manager import run_pipeline
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .errors import IrgradError
 from .frontend.function import Function
-from .frontend.pytree import unflatten
+from .pytree import unflatten
 from .ir.core import Function as IrFunction, Module
 from .ir.interpreter import run_function
 
@@ -67,7 +67,7 @@ def compile(f, backend: str = "numpy", pipeline: str = "O2", **options):  # noqa
     if backend == "numpy":
         return CompiledFunction(fn, optimized, pipeline)
     if backend == "cpu":
-        from .codegen.cpu.backend import CpuFunction
+        from .backends.cpu.backend import CpuFunction
         return CpuFunction(fn, fn.ir, pipeline, **options)
-    from .codegen.cuda.backend import CudaFunction
+    from .backends.cuda.backend import CudaFunction
     return CudaFunction(fn, fn.ir, pipeline, **options)

@@ -14,8 +14,11 @@ import sys
 
 from hypothesis import HealthCheck, settings
 
-# tests/ is not a package: make `import strategies` work from every test file.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests/ is not a package: make `import strategies` work from every test file, and
+# `import workloads` (the benchmark workloads live in benchmarks/).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(_HERE), "benchmarks"))
 
 settings.register_profile(
     "default", deadline=None, max_examples=40,

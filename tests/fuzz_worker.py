@@ -29,7 +29,7 @@ os.environ.setdefault("IRGRAD_CACHE", "0")
 import numpy as np  # noqa: E402
 
 import irgrad as ig  # noqa: E402
-from irgrad.cli import main as cli_main  # noqa: E402
+from irgrad.tools.cli import main as cli_main  # noqa: E402
 
 PRESETS = ("O0", "O1", "O2")
 BACKENDS = ("numpy", "cpu")

@@ -46,7 +46,7 @@ def prim(name, types, build):
 
 
 def flat(tree):
-    from irgrad.frontend.pytree import flatten
+    from irgrad.pytree import flatten
     return flatten(tree)[0]
 
 

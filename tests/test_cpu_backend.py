@@ -1,4 +1,4 @@
-"""The CPU backend (irgrad/codegen/cpu): native code against the reference interpreter.
+"""The CPU backend (irgrad/backends/cpu): native code against the reference interpreter.
 
 What is checked (issue 5, points 1, 2 and 5; the compile cache is in test_cpu_cache.py):
 - random programs (tests/strategies.py) and hand-made programs for every op kind, compiled
@@ -45,9 +45,9 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import irgrad as ig
-from irgrad import workloads
-from irgrad.codegen.cpu import jit
-from irgrad.frontend.pytree import flatten
+import workloads
+from irgrad.backends.cpu import jit
+from irgrad.pytree import flatten
 from irgrad.ir import Builder, Function as IrFunction, verify_function
 from irgrad.ir.types import DType, TensorType
 
@@ -799,7 +799,7 @@ def test_small_integer_matmul():
 
 def test_large_integer_matmul_in_a_subprocess():
     # run elsewhere: the bug corrupts the heap of the process that runs it
-    code = ("import sys; sys.path.insert(0, 'tests'); import test_cpu_backend as t; "
+    code = ("import sys; sys.path[:0] = ['tests', 'benchmarks']; import test_cpu_backend as t; "
             "t._int_matmul_or_clean_error(40, 50, 60); print('ok')")
     env = dict(os.environ, PYTHONPATH=REPO)
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,

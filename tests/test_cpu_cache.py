@@ -1,4 +1,4 @@
-"""The CPU backend's on-disk compile cache (irgrad/codegen/cpu/cache.py; issue 5, point 6).
+"""The CPU backend's on-disk compile cache (irgrad/backends/cpu/cache.py; issue 5, point 6).
 
 Every test gets a fresh, empty cache directory through IRGRAD_CACHE_DIR: nothing here
 reads or writes ~/.cache/irgrad. Hits and misses are read from `compiled.native.from_cache`;
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad import workloads
-from irgrad.codegen.cpu import cache
-from irgrad.frontend.pytree import flatten
+import workloads
+from irgrad.backends.cpu import cache
+from irgrad.pytree import flatten
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -249,7 +249,7 @@ RACER = """
 import json, sys, time
 import numpy as np
 import irgrad as ig
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/../benchmarks"]
 import test_cpu_cache as t
 
 start = float(sys.argv[1])

@@ -19,18 +19,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import irgrad as ig
-from irgrad import workloads
-from irgrad.codegen.cpu.backend import plan_for_codegen
-from irgrad.codegen.cuda import runtime
-from irgrad.codegen.cuda.emulate import compiler as emu_compiler
-from irgrad.codegen.cuda.emulate import run_emulated
-from irgrad.codegen.cuda.renderer import render_cuda_program
+import workloads
+from irgrad.backends.cpu.backend import plan_for_codegen
+from irgrad.backends.cuda import runtime
+from irgrad.backends.cuda.emulate import compiler as emu_compiler
+from irgrad.backends.cuda.emulate import run_emulated
+from irgrad.backends.cuda.renderer import render_cuda_program
 from irgrad.codegen.lowering import lower_function
 from irgrad.errors import ArgumentError, BackendUnavailable
 from irgrad.frontend.function import trace
-from irgrad.frontend.pytree import flatten
+from irgrad.pytree import flatten
 from irgrad.ir.interpreter import run_function
-from irgrad.training import _spec_tree, training_step
+from irgrad.transforms.training import _spec_tree, training_step
 
 from strategies import programs, random_inputs
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad import workloads
-from irgrad.codegen.cuda import runtime
+import workloads
+from irgrad.backends.cuda import runtime
 from irgrad.errors import BackendUnavailable
-from irgrad.frontend.pytree import flatten
+from irgrad.pytree import flatten
 from irgrad.ir.interpreter import run_function
 
 from strategies import random_inputs

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad import cli, plots
+from irgrad.tools import cli
+from irgrad.tools import plots
 from irgrad.passes.manager import run_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,7 +220,7 @@ def test_train_options_reach_the_example(tmp_path):
     ex = tmp_path / "ex.py"
     ex.write_text('''
 import sys
-import irgrad.train
+import irgrad.tools.train
 
 seen = {}
 
@@ -243,7 +244,7 @@ def train(backend="cpu", epochs=3, pipeline="O2", threads=None, seed=0, width=7)
 
 
 def test_unavailable_backend_falls_back_to_the_interpreter(monkeypatch):
-    from irgrad import train as T
+    from irgrad.tools import train as T
     monkeypatch.setitem(T._backend_ok, "cuda", "numpy")
     assert T.resolve_backend("cuda") == "numpy"
     monkeypatch.delitem(T._backend_ok, "cuda")

@@ -31,9 +31,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import irgrad as ig
-from irgrad import workloads
+import workloads
 from irgrad.ir.registry import all_ops
-from irgrad.training import _spec_tree
+from irgrad.transforms.training import _spec_tree
 
 from strategies import HAND_PLANNED, programs
 

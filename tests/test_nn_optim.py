@@ -16,9 +16,9 @@ import pytest
 
 import irgrad as ig
 from irgrad import f32, f64, i32
-from irgrad import workloads as W
-from irgrad.frontend.pytree import flatten, tree_map
-from irgrad.gradcheck import promote_to_f64
+import workloads as W
+from irgrad.pytree import flatten, tree_map
+from irgrad.transforms.gradcheck import promote_to_f64
 
 nn, optim = ig.nn, ig.optim
 

@@ -26,7 +26,7 @@ from irgrad.ir.registry import all_ops
 from irgrad.ir.types import DType, TensorType
 
 try:
-    from irgrad.codegen.cuda.emulate import compiler as _emu_compiler
+    from irgrad.backends.cuda.emulate import compiler as _emu_compiler
     _emu_compiler()
     BACKENDS = ["cpu", "cuda"]
 except BackendUnavailable:  # no g++: the CUDA emulation cannot run here

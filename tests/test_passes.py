@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import irgrad as ig
-from irgrad import workloads
+import workloads
 from irgrad.errors import IrgradError
 from irgrad.ir import Builder, Function, run_function
 from irgrad.ir.core import Value
@@ -39,11 +39,11 @@ from irgrad.ir.types import TensorType
 from irgrad.passes import manager
 from irgrad.passes.fuse import FusePass
 from irgrad.passes.manager import PASSES, Pass, parse_pipeline, register_pass, run_pipeline
-from irgrad.ir.ops_kernel import kernel_scratch_bytes
+from irgrad.ir.ops.kernel import kernel_scratch_bytes
 from irgrad.ir.plan import ALIGN, check_plan
 from irgrad.passes.memory import plan_memory
 from irgrad.passes.reverse_ad import ReverseADPass
-from irgrad.training import _spec_tree
+from irgrad.transforms.training import _spec_tree
 
 from strategies import programs
 

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad import f32, i32, workloads
+from irgrad import f32, i32
+import workloads
 from irgrad.codegen.lowering import lower_function
-from irgrad.frontend.pytree import flatten
+from irgrad.pytree import flatten
 from irgrad.ir.plan import check_plan
-from irgrad.training import _spec_tree
+from irgrad.transforms.training import _spec_tree
 
 from cli_runner import REPO, run_cli
 from strategies import HAND_PLANNED as PLANNED
@@ -176,7 +177,7 @@ def test_parsed_o2_output_compiles_again_at_o2(tmp_path):
     path.write_text(text)
     f = ig.parse(text).functions[step.ir.name]
     leaves = flatten((params, w.optimizer().init(params), *w.batches(1)[0]))[0]
-    want = ig.compile(step, backend="numpy")(*ig.frontend.pytree.unflatten(step.in_tree, leaves))
+    want = ig.compile(step, backend="numpy")(*ig.pytree.unflatten(step.in_tree, leaves))
     got = ig.compile(f, backend="cpu", pipeline="O2")(*leaves)
     for g, e in zip(got, flatten(want)[0]):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
@@ -413,7 +414,7 @@ def test_missing_optional_packages_are_named(tmp_path):
 
 def _emulator_available():
     try:
-        from irgrad.codegen.cuda.emulate import compiler
+        from irgrad.backends.cuda.emulate import compiler
         compiler()
         return True
     except ig.BackendUnavailable:

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 def emit_code(ir, what: str, threads: int | None = None) -> str:
     """The generated code of an IR function: 'llvm' (LLVM IR), 'asm' or 'cuda'."""
-    from .cpu.backend import default_threads, plan_for_codegen
+    from ..backends.cpu.backend import default_threads, plan_for_codegen
     from .lowering import lower_function
     planned = plan_for_codegen(ir, "")
     program = lower_function(planned)
     if what == "llvm":
-        from .cpu.llvm_renderer import render_program
+        from ..backends.cpu.llvm_renderer import render_program
         return render_program(program, threads or default_threads()).text
     if what == "asm":
-        from .cpu.jit import emit_assembly
-        from .cpu.llvm_renderer import render_program
+        from ..backends.cpu.jit import emit_assembly
+        from ..backends.cpu.llvm_renderer import render_program
         return emit_assembly(render_program(program, threads or default_threads()))
     if what == "cuda":
-        from .cuda.renderer import render_cuda_program
+        from ..backends.cuda.renderer import render_cuda_program
         return render_cuda_program(program).source
     raise ValueError(f"unknown --emit {what!r} (ir, llvm, asm, cuda)")

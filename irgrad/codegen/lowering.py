@@ -18,7 +18,7 @@ from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
 from ..ir.indexing import atom_vars, operand_index, result_index
 from ..ir.types import DType
-from ..ir.ops_kernel import REDUCTIONS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
+from ..ir.ops.kernel import REDUCTIONS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
 from ..ir.plan import check_plan, placements
 from ..passes.patterns import operand_matrix_view, result_matrix_view, view_chain, writer_chain
 from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,

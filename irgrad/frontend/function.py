@@ -18,7 +18,7 @@ from ..ir.core import Function as IrFunction, clone_ops_into
 from ..ir.interpreter import run_function
 from ..ir.rewrite import remove_dead_ops
 from ..ir.verifier import verify_function
-from .pytree import LEAF, TreeDef, flatten, leaf_paths, sanitize, unflatten
+from ..pytree import LEAF, TreeDef, flatten, leaf_paths, sanitize, unflatten
 from .specs import TensorSpec
 from .tensor import _PKG_DIR, Tensor, TraceContext, as_tensor, current_context, display_path
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import library as L
-from .pytree import flatten, tree_map, unflatten
+from ..pytree import flatten, tree_map, unflatten
 
 
 class Optimizer:

@@ -30,7 +30,7 @@ import bisect
 import heapq
 
 from .core import Function, Operation, Value
-from .ops_kernel import gemm_accumulate_form, kernel_scratch_bytes
+from .ops.kernel import gemm_accumulate_form, kernel_scratch_bytes
 from .registry import get_op
 
 ALIGN = 64

@@ -81,7 +81,7 @@ def _ensure_loaded():
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import ops_elementwise, ops_shape, ops_reduce, ops_kernel  # noqa: F401
+        from .ops import elementwise, kernel, reduce, shape  # noqa: F401  (they register)
 
 
 def check_attrs(opdef: OpDef, attrs: dict) -> dict:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
-from ..ir.ops_kernel import REDUCTIONS, UNFUSIBLE
+from ..ir.ops.kernel import REDUCTIONS, UNFUSIBLE
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir.core import Function, Operation, Value
-from ..ir.ops_kernel import kernel_scratch_bytes
+from ..ir.ops.kernel import kernel_scratch_bytes
 from ..ir.plan import VIEW_OPS, aligned, check_plan, inplace_safe, schedule_facts
 from .manager import Pass, register_pass
 

@@ -1,7 +1,7 @@
 """Matmuls that read their operands and write their results as views in place: the facts
 that `fuse` (which decides what is stored) and the lowering (which addresses it) share.
 The facts about kernels in general (GEMM accumulate forms, scratch, reduction layouts)
-live with the `fused` op in ir/ops_kernel.py."""
+live with the `fused` op in ir/ops/kernel.py."""
 
 from __future__ import annotations
 

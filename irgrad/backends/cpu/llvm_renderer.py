@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 
 from ...ir.types import DType
-from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
+from ...codegen.kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
                          GemmKernel, IndexValue, InRange, Ix, Load, LoopKernel, Mod, Program,
                          ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, ix_exprs,
                          sx_children, walk_exprs)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
-from .registry import AttrSpec, OpDef, register, require_dtype, require_same
-from .types import DType
+from ...errors import ShapeError
+from ..registry import AttrSpec, OpDef, register, require_dtype, require_same
+from ..types import DType
 
 
 def _is_numeric(d: DType) -> bool:

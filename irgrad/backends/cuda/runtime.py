@@ -36,7 +36,7 @@ import tempfile
 import numpy as np
 
 from ...errors import BackendUnavailable
-from ..filecache import cache_dir, read_regular_file
+from ...codegen.filecache import cache_dir, read_regular_file
 
 CUBIN_MAGIC = b"IRGRADCUBIN2\n"
 MAX_CUBIN_BYTES = 1 << 30

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from .errors import IrgradError
-from .ir.core import Function as IrFunction
-from .passes.manager import run_pipeline
+from ..errors import IrgradError
+from ..ir.core import Function as IrFunction
+from ..passes.manager import run_pipeline
 
 KEYS = ("pipeline", "ops", "kernels", "arena_bytes", "naive_bytes", "lower_bound_bytes",
         "compile_ms", "step_us_median")
@@ -55,9 +55,9 @@ def count_kernels(planned: IrFunction) -> int:
 def bench_function(fn, pipelines, backend: str = "cpu", repeat: int = 0, threads: int | None = None,
                    min_seconds: float = 1.0, seed: int = 0) -> list[dict]:
     """One row per pipeline with the keys of `KEYS` (and a few more)."""
-    from .api import as_function, compile as ig_compile
+    from ..api import as_function, compile as ig_compile
     fn = as_function(fn)
-    from .frontend.pytree import unflatten
+    from ..pytree import unflatten
     call_args = unflatten(fn.in_tree, random_inputs(fn.ir, seed))
     rows = []
     for pipe in pipelines:

@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 
-from ..filecache import cache_dir, read_regular_file
+from ...codegen.filecache import cache_dir, read_regular_file
 
 MAGIC = b"IRGRAD-CACHE-4\n"
 MAX_ENTRY_BYTES = 1 << 31

@@ -12,12 +12,12 @@ import threading
 
 import numpy as np
 
-from .api import as_function, check_backend_options
+from ..api import as_function, check_backend_options
 from .autodiff import value_and_grad
-from .errors import ArgumentError, IrgradError
-from .frontend.function import Function, trace
-from .frontend.pytree import LiveTree, flatten, unflatten
-from .frontend.specs import TensorSpec
+from ..errors import ArgumentError, IrgradError
+from ..frontend.function import Function, trace
+from ..pytree import LiveTree, flatten, unflatten
+from ..frontend.specs import TensorSpec
 
 
 def _spec_tree(tree):
@@ -62,7 +62,7 @@ class NumpyStep:
     backend = "numpy"
 
     def __init__(self, fn: Function, params, opt_state, pipeline: str):
-        from .passes.manager import run_pipeline
+        from ..passes.manager import run_pipeline
         self.fn = fn
         self.ir = run_pipeline(fn.ir, pipeline)
         self.params = LiveTree.of(params)
@@ -71,7 +71,7 @@ class NumpyStep:
         self._lock = threading.Lock()
 
     def __call__(self, *batch) -> float:
-        from .ir.interpreter import run_function
+        from ..ir.interpreter import run_function
         if len(batch) != len(self.fn.in_tree.children) - 2:
             raise ArgumentError(f"step() takes {len(self.fn.in_tree.children) - 2} batch "
                                 f"argument(s), got {len(batch)}")
@@ -85,7 +85,7 @@ class NumpyStep:
 
 def _check_params(params) -> None:
     """Every leaf of the parameter tree is a numpy array (or number) irgrad has a dtype for."""
-    from .frontend.pytree import leaf_paths
+    from ..pytree import leaf_paths
     leaves, td = flatten(params)
     if not leaves:
         raise IrgradError("compile_step: params holds no arrays")
@@ -135,10 +135,10 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     if backend == "numpy":
         return NumpyStep(fn, own, state, pipeline)
     if backend == "cpu":
-        from .codegen.cpu.backend import CpuStep
+        from ..backends.cpu.backend import CpuStep
         return CpuStep(fn, own, state, pipeline, **options)
     if backend == "cuda":
-        from .codegen.cuda.backend import CudaStep
+        from ..backends.cuda.backend import CudaStep
         return CudaStep(fn, own, state, pipeline, **options)
     raise IrgradError(f"unknown backend '{backend}' (known: numpy, cpu, cuda)")
 

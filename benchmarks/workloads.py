@@ -1,4 +1,5 @@
-"""The benchmark workloads W1-W4 (../shared/notes/peers.md), shared by benchmarks and tests.
+"""The benchmark workloads W1-W4 (../shared/notes/peers.md), shared by benchmarks and tests
+(which put benchmarks/ on sys.path).
 
 One training step = forward, loss, backward, SGD update of every parameter, float32.
 
@@ -17,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .frontend import library as L
-from .frontend import nn, optim
-from .frontend.specs import TensorSpec, f32, i32
+from irgrad.frontend import library as L
+from irgrad.frontend import nn, optim
+from irgrad.frontend.specs import TensorSpec, f32, i32
 
 
 @dataclass

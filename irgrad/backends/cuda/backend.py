@@ -36,11 +36,11 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...frontend.pytree import LiveTree, flatten, unflatten
+from ...pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value
 from ...ir.interpreter import check_argument, check_arguments
 from ..cpu.backend import plan_for_codegen
-from ..lowering import lower_function
+from ...codegen.lowering import lower_function
 from .renderer import render_cuda_program
 from .runtime import get_device
 

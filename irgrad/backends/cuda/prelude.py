@@ -1,7 +1,7 @@
 """The fixed part of every generated CUDA translation unit: scalar helpers with the CPU
 renderer's semantics, warp/block reductions, and the tiled GEMM templates.
 
-Semantics (mirroring codegen/cpu/llvm_renderer.py):
+Semantics (mirroring backends/cpu/llvm_renderer.py):
 - `irg_max`/`irg_min` on floats are numpy's maximum/minimum: NaN propagates, otherwise
   `a > b ? a : b` (so of two zeros the second wins, as in numpy); on integers plain
   signed max/min;

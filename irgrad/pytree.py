@@ -10,10 +10,10 @@ import re
 
 import numpy as np
 
-from ..errors import ArgumentError
-from ..ir.hashcons import Node
-from ..ir.interpreter import check_argument
-from ..ir.types import DType, TensorType
+from .errors import ArgumentError
+from .ir.hashcons import Node
+from .ir.interpreter import check_argument
+from .ir.types import DType, TensorType
 
 
 class TreeDef(Node):

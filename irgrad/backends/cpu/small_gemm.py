@@ -16,7 +16,7 @@ shape.
 from __future__ import annotations
 
 from ...ir.types import DType
-from ..kernel_ir import GemmKernel
+from ...codegen.kernel_ir import GemmKernel
 
 LOOP_GEMM_MAX_MNK = 8192  # m * n * k at or below which the loops beat BLAS here
 FLAGS = "contract"

@@ -13,7 +13,7 @@ matrices (the MLPs' 64x128 layers) need more, smaller blocks to occupy the GPU.
 from __future__ import annotations
 
 from ...ir.types import DType
-from ..kernel_ir import GemmKernel, MatrixView
+from ...codegen.kernel_ir import GemmKernel, MatrixView
 from .cexpr import CT, literal
 
 TILES = [  # (BM, BN, BK, TM, TN)

@@ -13,7 +13,7 @@ calls contend inside the library, so the library's own threading is used.
 from __future__ import annotations
 
 from ...ir.types import DType
-from ..kernel_ir import GemmKernel
+from ...codegen.kernel_ir import GemmKernel
 
 
 def render_blas_gemm(r, k: GemmKernel) -> str:

@@ -6,7 +6,7 @@ the innermost scope that binds one of the variables it depends on, so loop-invar
 loads and arithmetic leave inner loops, and a value shared by several stores or lanes is
 computed once.
 
-Semantics follow codegen/cpu/llvm_renderer.py exactly: bool stored as a byte, max/min
+Semantics follow backends/cpu/llvm_renderer.py exactly: bool stored as a byte, max/min
 NaN-propagating (`irg_max`), wrapping integer arithmetic, `Clamp` wraps a negative index
 then clamps, floats compare ordered except `!=`, float -> int truncates.
 """
@@ -17,7 +17,7 @@ import math
 import struct
 
 from ...ir.types import DType
-from ..kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
+from ...codegen.kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
                          IndexValue, InRange, Ix, Load, Mod, Select, Sx, Unary, Var, sx_children,
                          sx_indices)
 

@@ -26,9 +26,9 @@ import shutil
 import subprocess
 import textwrap
 
-from .errors import IrgradError
-from .ir.core import Function, Operation, Value
-from .ir.printer import _Namer, format_attr, format_placement, format_scalar
+from ..errors import IrgradError
+from ..ir.core import Function, Operation, Value
+from ..ir.printer import _Namer, format_attr, format_placement, format_scalar
 
 # --- names as the printer gives them -----------------------------------------------------------
 
@@ -317,8 +317,8 @@ def _fmt_bytes(n: float) -> str:
 def memory_intervals(f: Function) -> list[dict]:
     """The buffers of a memory plan: one dict per arena placement (views of a buffer and
     results written into parameter buffers are left out)."""
-    from .ir.ops_kernel import kernel_scratch_bytes
-    from .ir.plan import VIEW_OPS, schedule_facts
+    from ..ir.ops.kernel import kernel_scratch_bytes
+    from ..ir.plan import VIEW_OPS, schedule_facts
     if "arena_bytes" not in f.attrs:
         raise IrgradError(f"@{f.name} has no memory plan (run a pipeline that ends with "
                           f"plan-memory)")

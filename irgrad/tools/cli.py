@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from .errors import IrgradError, ParseError, VerifyError
+from ..errors import IrgradError, ParseError, VerifyError
 from .train import int_at_least, positive_int
 
 
@@ -26,7 +26,7 @@ class CliError(Exception):
 
 def load_target(target: str):
     """`FILE.py:NAME` -> the frontend Function it names (tracing a plain function if needed)."""
-    from .frontend.function import Function, function
+    from ..frontend.function import Function, function
     path, sep, name = target.rpartition(":")
     if not sep or not path.endswith(".py") or not name:
         raise CliError(f"expected FILE.py:NAME, got '{target}'")
@@ -68,7 +68,7 @@ def load_python_file(path: str):
 
 
 def read_ir(path: str):
-    from .ir.parser import parse
+    from ..ir.parser import parse
     if path == "-":
         data, name = sys.stdin.buffer.read(), "<stdin>"
     else:
@@ -87,7 +87,7 @@ def read_ir(path: str):
 
 def load_ir_or_python(target: str):
     """A `.ir` file (all its functions) or `FILE.py:NAME` -> (frontend Function or None, Module)."""
-    from .ir.core import Module
+    from ..ir.core import Module
     if target.endswith(".ir") or target == "-":
         return None, read_ir(target)
     fn = load_target(target)
@@ -108,10 +108,10 @@ def write_out(text: str, path: str | None) -> None:
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_dump(args) -> int:
-    from .passes.manager import run_pipeline
+    from ..passes.manager import run_pipeline
     fn = load_target(args.target)
     if args.grad:
-        from .autodiff import grad_all_floats
+        from ..transforms.autodiff import grad_all_floats
         fn = grad_all_floats(fn)
     emit = args.emit
     print_after = tuple(args.print_after or ())
@@ -122,14 +122,14 @@ def cmd_dump(args) -> int:
         if not (args.print_after_all or print_after):
             sys.stdout.write(str(optimized))
         return 0
-    from .codegen import emit_code
+    from ..codegen import emit_code
     sys.stdout.write(emit_code(optimized, emit))
     return 0
 
 
 def cmd_opt(args) -> int:
-    from .ir.printer import print_module
-    from .passes.manager import run_pipeline
+    from ..ir.printer import print_module
+    from ..passes.manager import run_pipeline
     module = read_ir(args.file)
     out = run_pipeline(module, args.pipeline, print_after_all=args.print_after_all,
                        print_after=tuple(args.print_after or ()), time_passes=args.time_passes,
@@ -147,7 +147,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .api import compile as ig_compile
+    from ..api import compile as ig_compile
     fn, module = load_ir_or_python(args.target)
     if fn is None:
         if not module.functions:
@@ -159,7 +159,7 @@ def cmd_run(args) -> int:
             irf = module.functions[args.function]
         else:
             irf = next(iter(module))
-        from .frontend.function import Function
+        from ..frontend.function import Function
         fn = Function(irf)
     # compile first: a bad pipeline or backend should be the only message, not follow the
     # note about random inputs
@@ -222,9 +222,9 @@ def cmd_bench(args) -> int:
 
 def _planned(fn, pipeline: str, grad: bool):
     """The IR of `fn` (or of its gradient, with --grad) after `pipeline`."""
-    from .passes.manager import run_pipeline
+    from ..passes.manager import run_pipeline
     if grad:
-        from .autodiff import grad_all_floats
+        from ..transforms.autodiff import grad_all_floats
         fn = grad_all_floats(fn)
     return run_pipeline(fn.ir, pipeline)
 
@@ -245,7 +245,7 @@ def cmd_viz(args) -> int:
 
 
 def cmd_memplan(args) -> int:
-    from .passes.manager import run_pipeline
+    from ..passes.manager import run_pipeline
     from .plots import memory_plan_figure
     fn = load_target(args.target)
     ir = _planned(fn, args.pipeline, args.grad)
@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run an example's training loop (FILE.py defines train(...))",
                        description="Run the train(...) function of an example file (see "
-                       "irgrad/train.py for the protocol). Options after FILE.py that are not "
+                       "irgrad/tools/train.py for the protocol). Options after FILE.py that are not "
                        "listed here go to the example: irgrad train FILE.py --help lists them.")
     t.add_argument("file", metavar="FILE.py")
     from .train import add_common_arguments

@@ -12,7 +12,7 @@ when `train` is called, so the file's module-level traced Functions stay usable 
 `FILE.py:NAME` targets of `irgrad dump`, `viz`, `memplan` and `bench`. The file ends with
 
     if __name__ == "__main__":
-        sys.exit(irgrad.train.main(sys.modules[__name__]))
+        sys.exit(irgrad.tools.train.main(sys.modules[__name__]))
 
 so that `python FILE.py --epochs 3` and `irgrad train FILE.py --epochs 3` are the same.
 
@@ -53,7 +53,7 @@ positive_int = int_at_least(1)
 
 def require(module: str, extra: str, what: str = "this example"):
     """Import an optional package, or raise one readable IrgradError saying how to get it."""
-    from .errors import IrgradError
+    from ..errors import IrgradError
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -115,12 +115,12 @@ def example_parser(module, prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_example(module, path: str = "the example"):
     """The example's `train` function, or a readable error if it does not follow the protocol."""
-    from .errors import IrgradError
+    from ..errors import IrgradError
     train = getattr(module, "train", None)
     if train is None or not callable(train):
         raise IrgradError(f"{path} defines no train(...) function; `irgrad train` runs examples "
                           f"that define train(backend=..., epochs=..., pipeline=..., threads=..., "
-                          f"seed=..., **options) (see irgrad/train.py)")
+                          f"seed=..., **options) (see irgrad/tools/train.py)")
     return train
 
 
@@ -147,8 +147,8 @@ def run(module, argv=(), defaults: dict | None = None, prog: str | None = None,
 
 
 def main(module, argv=None) -> int:
-    """`if __name__ == "__main__": sys.exit(irgrad.train.main(sys.modules[__name__]))`."""
-    from .errors import IrgradError
+    """`if __name__ == "__main__": sys.exit(irgrad.tools.train.main(sys.modules[__name__]))`."""
+    from ..errors import IrgradError
     argv = sys.argv[1:] if argv is None else argv
     try:
         run(module, argv, prog=None)
@@ -174,16 +174,16 @@ def resolve_backend(backend: str, threads: int | None = None, log=None) -> str:
     always works.
     """
     if backend not in BACKENDS:
-        from .errors import IrgradError
+        from ..errors import IrgradError
         raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
     if backend == "numpy":
         return backend
     if backend not in _backend_ok:
         import numpy as np
         try:
-            from . import api
-            from .frontend.function import trace
-            from .frontend.specs import f32
+            from .. import api
+            from ..frontend.function import trace
+            from ..frontend.specs import f32
             probe = trace(lambda x: x * 2.0 + 1.0, f32[4], name="probe")
             opts = {"threads": threads} if threads else {}
             out = api.compile(probe, backend=backend, **opts)(np.ones(4, np.float32))

@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from ...errors import BackendUnavailable
-from ..kernel_ir import Program
+from ...codegen.kernel_ir import Program
 from .cexpr import MT
 from .renderer import CudaProgram, Launch, render_cuda_program
 
@@ -81,7 +81,7 @@ def emulation_source(cp: CudaProgram) -> str:
 
 
 def _cache_dir() -> str | None:
-    from ..filecache import cache_dir
+    from ...codegen.filecache import cache_dir
     d = cache_dir()
     return os.path.join(d, "cuda-emu") if d else None
 
@@ -225,7 +225,7 @@ class EmulatedProgram:
 
 def run_emulated(planned_ir, args, **render_options) -> list[np.ndarray]:
     """Results of a memory-planned IR function, every kernel run by the emulator."""
-    from ..lowering import lower_function
+    from ...codegen.lowering import lower_function
     from .backend import output_sources
     ep = EmulatedProgram(lower_function(planned_ir), **render_options)
     ep.run(args)

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ShapeError
-from .core import Operation, Value
-from .registry import AttrSpec, OpDef, fmt_types, register
+from ...errors import ShapeError
+from ..core import Operation, Value
+from ..registry import AttrSpec, OpDef, fmt_types, register
 
 KINDS = ("loop", "reduce", "matmul")
 REDUCTIONS = ("reduce_sum", "reduce_max")
@@ -104,7 +104,7 @@ def _check_kind(kind, body) -> None:
 
 
 def _fused_ref(xs, op):
-    from .interpreter import run_block
+    from ..interpreter import run_block
     return run_block(op.regions[0], xs)
 
 

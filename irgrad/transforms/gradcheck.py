@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import as_function
-from .errors import GradientCheckError, IrgradError
-from .frontend.function import Function, trace
-from .frontend.pytree import leaf_paths
-from .frontend.specs import TensorSpec
-from .ir.builder import Builder
-from .ir.core import Function as IrFunction
-from .ir.types import DType, TensorType
-from .passes.forward_ad import forward_ad
-from .passes.reverse_ad import reverse_ad
+from ..api import as_function
+from ..errors import GradientCheckError, IrgradError
+from ..frontend.function import Function, trace
+from ..pytree import leaf_paths
+from ..frontend.specs import TensorSpec
+from ..ir.builder import Builder
+from ..ir.core import Function as IrFunction
+from ..ir.types import DType, TensorType
+from ..passes.forward_ad import forward_ad
+from ..passes.reverse_ad import reverse_ad
 
 ELEMENTWISE_LIMIT = 32  # arguments with at most this many elements are checked element by element
 
@@ -82,7 +82,7 @@ def _float_leaves(f: IrFunction) -> list[int]:
 
 
 def _run(f: IrFunction, x) -> list[np.ndarray]:
-    from .ir.interpreter import run_function
+    from ..ir.interpreter import run_function
     return [np.asarray(o, dtype=np.float64) for o in run_function(f, x)]
 
 

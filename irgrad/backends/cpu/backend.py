@@ -23,13 +23,13 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...frontend.pytree import LiveTree, flatten, unflatten
+from ...pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value, clone_function
 from ...ir.interpreter import check_argument, check_arguments
 from ...ir.plan import has_plan, is_view, placements
 from ...ir.printer import print_function
-from ..kernel_ir import GemmKernel
-from ..lowering import lower_function
+from ...codegen.kernel_ir import GemmKernel
+from ...codegen.lowering import lower_function
 from . import cache
 from .jit import JitModule, compile_program, target_facts
 from .llvm_renderer import render_program

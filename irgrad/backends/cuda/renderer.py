@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 
 from ...ir.types import DType
-from ..kernel_ir import (AccRef, Buf, Clamp, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
+from ...codegen.kernel_ir import (AccRef, Buf, Clamp, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
                          Program, ReduceKernel, ScatterKernel, Store, Var, atom_vars, ix_exprs,
                          linearize, sx_indices, walk_exprs)
 from .cexpr import ACC_VAR, CT, LANE_BASE, MT, Block, ExprRenderer, Scope, literal

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
-from .registry import AttrSpec, OpDef, fmt_types, register
-from .types import DType
+from ...errors import ShapeError
+from ..registry import AttrSpec, OpDef, fmt_types, register
+from ..types import DType
 
 
 def _reduce_infer(name):
