@@ -1,11 +1,13 @@
 """Lowering: a fused, memory-planned IR function -> a `Program` of backend-neutral kernels.
 
 Each top-level op becomes at most one kernel: a `fused` op by its kind, a plain op as a
-kernel of one op, a view (reshape, stop_gradient placed on its operand's bytes) or a
-constant as nothing at all. Values inside a kernel are evaluated per element: asking for
-value v at index I walks the region backwards, turning data movement (broadcast,
-transpose, reshape, slice, pad, concat, gather) into index arithmetic and elementwise ops
-into scalar expressions, down to loads from the kernel's input buffers.
+kernel of one op, a view (an `alias` op placed on its operand's bytes) or a constant as
+nothing at all. The kernel class (the entries' `kernel` trait) picks the kernel: a loop,
+a reduction, a GEMM, a scatter. Values inside a kernel are evaluated per element:
+asking for value v at index I walks the region backwards through the op entries' `reads`
+(the elements an op needs: data movement becomes index arithmetic) and `build` (the
+scalar expression of ir/scalar.py it computes), down to loads from the kernel's input
+buffers.
 """
 
 from __future__ import annotations
@@ -16,18 +18,16 @@ import numpy as np
 
 from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
-from ..ir.indexing import atom_vars, operand_index, result_index
+from ..ir.indexing import Ix, Var, atom_vars, delinearize, linearize, result_index
+from ..ir.ops.kernel import STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
+from ..ir.plan import check_plan, is_view, placements
+from ..ir.registry import get_op
+from ..ir.scalar import AccRef, Buf, Clamp, Const, Load, Sx, sx_indices, sx_substitute, walk_exprs
 from ..ir.types import DType
-from ..ir.ops.kernel import REDUCTIONS, STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
-from ..ir.plan import check_plan, placements
-from ..passes.patterns import operand_matrix_view, result_matrix_view, view_chain, writer_chain
-from .kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Compare, Const, GemmKernel, IndexValue,
-                        InRange, Ix, Load, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
-                        Select, Store, Sx, Unary, Var, clip, delinearize, linearize)
+from ..passes.patterns import is_concat, operand_matrix_view, result_matrix_view, view_chain, writer_chain
+from .kernel_ir import (GemmKernel, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
+                        Store)
 
-UNARY = {"neg", "exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign"}
-BINARY = {"add", "sub", "mul", "div", "pow", "max", "min"}
-COMPARE = {"eq", "ne", "lt", "le", "gt", "ge"}
 ARENA_SLOT = 0
 
 
@@ -78,100 +78,34 @@ class Evaluator:
             self.memo[key] = self._build(key[0], key[1], [self.memo[r] for r in reqs])
         return self.memo[root]
 
-    # which (value, index) pairs a value at an index needs ---------------------------------
+    # which (value, index) pairs a value at an index needs: the op entry's `reads` --------
     def _requests(self, v: Value, idx) -> list:
-        src = self.sources.get(v)
-        if src is not None:
+        if self.sources.get(v) is not None:
             return []
         op = v.op
         if op is None:
             raise IrgradError(f"lowering: no buffer for a value of type {v.type}")
-        name = op.opname
-        x = op.operands
-        if name in UNARY or name in BINARY or name in COMPARE or name in ("select", "cast",
-                                                                          "stop_gradient"):
-            return [(o, idx) for o in x]
-        if name in ("const", "iota"):
-            return []
-        if name in ("broadcast", "transpose", "reshape", "slice"):
-            return [(x[0], operand_index(op, idx))]
-        if name == "pad":
-            low = op.attrs["low"]
-            return [(x[0], tuple(clip(i - lo, 0, d - 1) for i, lo, d in zip(idx, low, x[0].shape)))]
-        if name == "concat":
-            ax, off, out = op.attrs["axis"], 0, []
-            for o in x:
-                n = o.shape[ax]
-                j = list(idx)
-                j[ax] = clip(idx[ax] - off, 0, n - 1)
-                out.append((o, tuple(j)))
-                off += n
-            return out
-        if name == "gather":
-            ax = op.attrs["axis"]
-            k = len(x[1].shape)
-            return [(x[1], tuple(idx[ax:ax + k]))]
-        raise IrgradError(f"lowering: '{name}' cannot be evaluated elementwise")
+        reads = get_op(op.opname).reads
+        if reads is None:
+            raise IrgradError(f"lowering: '{op.opname}' cannot be evaluated element by element")
+        return [(op.operands[i], j) for i, j in reads(op, idx)]
 
     def _build(self, v: Value, idx, kids) -> Sx:
         src = self.sources.get(v)
-        dt = v.dtype
         if src is not None:
             if isinstance(src, Buf):
-                return Load(dt, src, linearize(idx, v.shape))
+                return Load(v.dtype, src, linearize(idx, v.shape))
             if isinstance(src, Sx):
                 return src
             if callable(src):
                 return src(idx)
             raise AssertionError(src)
         op = v.op
-        name = op.opname
-        if name in UNARY:
-            return Unary(dt, name, kids[0])
-        if name in BINARY:
-            return Binary(dt, name, kids[0], kids[1])
-        if name in COMPARE:
-            return Compare(dt, name, kids[0], kids[1])
-        if name == "select":
-            return Select(dt, kids[0], kids[1], kids[2])
-        if name == "cast":
-            return kids[0] if op.operands[0].dtype is dt else Cast(dt, kids[0])
-        if name == "stop_gradient":
-            return kids[0]
-        if name == "const":
-            value = op.attrs["value"]
-            c = const_expr(value, dt)
-            if c is not None:
-                return c
-            buf = self.program.constant(value, dt)
-            return Load(dt, buf, linearize(idx, v.shape))
-        if name == "iota":
-            return IndexValue(dt, idx[op.attrs["axis"]])
-        if name in ("broadcast", "transpose", "reshape", "slice"):
-            return kids[0]
-        if name == "pad":
-            cond = None
-            for i, lo, d in zip(idx, op.attrs["low"], op.operands[0].shape):
-                c = InRange(DType.bool, i, lo, lo + d)
-                cond = c if cond is None else Select(DType.bool, cond, c, Const(DType.bool, False))
-            return Select(dt, cond, kids[0], Const(dt, 0)) if cond is not None else kids[0]
-        if name == "concat":
-            ax, off, out = op.attrs["axis"], 0, None
-            bounds = []
-            for o in op.operands:
-                bounds.append(off)
-                off += o.shape[ax]
-            out = kids[-1]
-            for k in range(len(kids) - 2, -1, -1):
-                out = Select(dt, InRange(DType.bool, idx[ax], 0, bounds[k + 1]), kids[k], out)
-            return out
-        if name == "gather":
-            ax = op.attrs["axis"]
-            table = op.operands[0]
-            k = len(op.operands[1].shape)
-            j = Ix.of(Clamp(kids[0], table.shape[ax]))
-            return self.at(table, tuple(idx[:ax]) + (j,) + tuple(idx[ax + k:]))
-        raise AssertionError(name)
+        return get_op(op.opname).build(self, op, idx, kids)
+
+    def constant(self, value, dtype: DType) -> Buf:
+        """A buffer holding a dense constant (for an entry's `build`)."""
+        return self.program.constant(value, dtype)
 
 
 class ProgramBuilder:
@@ -229,7 +163,7 @@ class ProgramBuilder:
         if all(r.type.size == 0 for r in op.results):
             return  # nothing to compute (and no index space to iterate)
         src = self.where.get(op.operands[0]) if op.operands else None
-        if op.opname in ("reshape", "stop_gradient") and not op.regions and isinstance(src, Buf) \
+        if is_view(op) and isinstance(src, Buf) \
                 and (src.slot, src.offset) == (outs[0].slot, outs[0].offset):
             return  # a view: same bytes, nothing to do
         name = f"k{t}_{op.opname}" if not op.regions else f"k{t}_{op.attrs.get('kind', 'fused')}"
@@ -262,12 +196,14 @@ class ProgramBuilder:
             for v, s in plain_operands.items():
                 sources.set(v, s)
         ev = Evaluator(sources, self)
-        kinds = {o.opname for o in ops}
+        kinds = {get_op(o.opname).kernel for o in ops}
         if "matmul" in kinds:
             return self.lower_gemm(name, op, ops, outputs, outs, sources, ev, scratch)
-        if kinds & set(REDUCTIONS):
+        if "reduce" in kinds:
             return self.lower_reduce(name, op, ops, outputs, outs, sources, ev, scratch)
-        if "scatter_add" in kinds:
+        if "own" in kinds:
+            if ops[0].opname != "scatter_add":
+                raise IrgradError(f"lowering: '{ops[0].opname}' has no kernel")
             return self.lower_scatter(name, ops[0], outs[0], sources, ev)
         return self.lower_loop(name, outputs, outs, ev)
 
@@ -287,7 +223,7 @@ class ProgramBuilder:
         return collapse_loop(LoopKernel(name, loops, stores))
 
     def lower_reduce(self, name, op, ops, outputs, outs, sources, ev, scratch) -> ReduceKernel:
-        reds = [o for o in ops if o.opname in REDUCTIONS]
+        reds = [o for o in ops if get_op(o.opname).kernel == "reduce"]
         if len(reds) != 1:
             raise IrgradError(f"lowering: a reduce kernel holds {len(reds)} reductions")
         red = reds[0]
@@ -296,7 +232,7 @@ class ProgramBuilder:
         full = [Var(f"i{d}", n) for d, n in enumerate(x.shape)]
         outer = [full[d] for d in range(len(full)) if d not in axes]
         inner = [full[d] for d in axes]
-        combine = "add" if red.opname == "reduce_sum" else "max"
+        combine = get_op(red.opname).reduction
         dt = red.result.dtype
         init = 0 if combine == "add" else (-math.inf if dt.is_float else int(np.iinfo(dt.np).min))
         operand = ev.at(x, full)
@@ -329,7 +265,7 @@ class ProgramBuilder:
         return block_long_sums(collapse_reduce(k))
 
     def lower_gemm(self, name, op, ops, outputs, outs, sources, ev, scratch) -> GemmKernel:
-        mms = [o for o in ops if o.opname == "matmul"]
+        mms = [o for o in ops if get_op(o.opname).kernel == "matmul"]
         if len(mms) > 1:
             return self.lower_gemm_writers(name, mms, outputs, outs, sources)
         mm = mms[0]
@@ -360,7 +296,7 @@ class ProgramBuilder:
         if c is None:
             for v, buf in out_map.items():
                 chain = writer_chain(mm.result, v)
-                if chain and any(o.opname == "concat" for o, _ in chain):
+                if chain and any(is_concat(o) for o, _ in chain):
                     chain = None
                 view = result_matrix_view(mm.result, v, chain) if chain else None
                 if view is not None and not view[2]:
@@ -468,7 +404,6 @@ def _strided_loads(buf: Buf, r: Value, h: Value, chain):
 
 def _all_indices(exprs, extra=()):
     """Every Ix appearing in the given scalar expressions (and `extra`)."""
-    from .kernel_ir import sx_indices, walk_exprs
     return list(extra) + [ix for e in walk_exprs(exprs) for ix in sx_indices(e)]
 
 
@@ -504,7 +439,6 @@ def _collapse_vars(vars_, indices):
 
 
 def collapse_loop(k: LoopKernel) -> LoopKernel:
-    from .kernel_ir import sx_substitute
     if len(k.loops) < 2:
         return k
     indices = _all_indices([s.value for s in k.stores], [s.index for s in k.stores])
@@ -516,7 +450,6 @@ def collapse_loop(k: LoopKernel) -> LoopKernel:
 
 
 def collapse_reduce(k: ReduceKernel) -> ReduceKernel:
-    from .kernel_ir import sx_substitute
     exprs = [k.operand] + [s.value for s in k.prologue + k.epilogue]
     idx = [s.index for s in k.prologue + k.epilogue] + [k.acc_index]
     indices = _all_indices(exprs, idx)
@@ -545,7 +478,6 @@ def block_long_sums(k: ReduceKernel) -> ReduceKernel:
     """Split the innermost reduced loop of a long float sum into blocks of BLOCK, so the
     sum is accumulated in two levels (rounding error ~ (n / BLOCK + BLOCK) eps instead of
     n eps: a million float32 0.1s sum to within 1e-7 of the pairwise sum, not 1.5e-4)."""
-    from .kernel_ir import sx_substitute
     if k.layout != "row" or not k.dtype.is_float or k.combine != "add" or not k.inner:
         return k
     v = k.inner[-1]

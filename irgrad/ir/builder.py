@@ -13,10 +13,6 @@ from .core import Block, Operation, Value
 from .registry import check_attrs, get_op, infer_types
 from .types import DType, TensorType
 
-UNARY_OPS = ("neg", "exp", "log", "sin", "cos", "tanh", "sqrt", "abs", "sign")
-BINARY_OPS = ("add", "sub", "mul", "div", "pow", "max", "min")
-COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
-
 
 class Builder:
     """Appends ops to a block; `loc` is stamped on every op it creates."""
@@ -24,6 +20,21 @@ class Builder:
     def __init__(self, block: Block, loc: SourceLoc | None = None):
         self.block = block
         self.loc = loc
+
+    def __getattr__(self, name: str):
+        # `b.exp(x)`, `b.add(x, y)`, `b.lt(x, y)`: every registered op without attributes
+        # whose result type is inferred is a method (the registry is the one list of ops)
+        try:
+            opdef = get_op(name)
+        except KeyError:
+            raise AttributeError(f"'Builder' has no method or op '{name}'") from None
+        if opdef.attrs or opdef.declared_type or opdef.has_region:
+            raise AttributeError(f"'{name}' takes attributes or a type: use Builder.emit")
+
+        def method(*operands: Value) -> Value:
+            return self.emit(name, *operands)
+        method.__name__ = name
+        return method
 
     # -- the general entry point ------------------------------------------------------------
     def emit_op(self, opname: str, operands, attrs=None, result_types=None, regions=None,
@@ -126,23 +137,3 @@ class Builder:
         if b is None:
             return a
         return self.add(a, b)
-
-
-def _unary(name):
-    def method(self, x: Value) -> Value:
-        return self.emit(name, x)
-    method.__name__ = name
-    return method
-
-
-def _binary(name):
-    def method(self, x: Value, y: Value) -> Value:
-        return self.emit(name, x, y)
-    method.__name__ = name
-    return method
-
-
-for _name in UNARY_OPS:
-    setattr(Builder, _name, _unary(_name))
-for _name in BINARY_OPS + COMPARE_OPS:
-    setattr(Builder, _name, _binary(_name))

@@ -5,7 +5,8 @@
 variables, so the index map of a reshape folds back into an affine form wherever the
 layout allows. `operand_index` gives, for a data-movement op, the operand element that a
 result element reads; fusion uses it to see which views a matmul can read in place, and
-codegen to turn views into load addresses.
+codegen to turn views into load addresses; the maps of the ops themselves are in their
+registry entries (`operand_index`, `result_index`).
 """
 
 from __future__ import annotations
@@ -284,44 +285,19 @@ def delinearize(flat: Ix, shape) -> list[Ix]:
 
 
 def operand_index(op, idx) -> tuple | None:
-    """The operand index a view op (broadcast, transpose, reshape, slice) reads for result
-    index `idx`, or None for other ops."""
-    name = op.opname
-    x = op.operands[0] if op.operands else None
-    if name == "broadcast":
-        dims = op.attrs["dims"]
-        return tuple(idx[d] if x.shape[i] != 1 else Ix.of(0) for i, d in enumerate(dims))
-    if name == "transpose":
-        perm = op.attrs["perm"]
-        j = [None] * len(perm)
-        for i, p in enumerate(perm):
-            j[p] = idx[i]
-        return tuple(j)
-    if name == "reshape":
-        return tuple(delinearize(linearize(idx, op.results[0].shape), x.shape))
-    if name == "slice":
-        return tuple(i + s for i, s in zip(idx, op.attrs["start"]))
-    if name == "stop_gradient":
-        return tuple(idx)
-    return None
+    """The operand index a view op reads for result index `idx` (its entry's
+    `operand_index` map), or None for other ops."""
+    from .registry import get_op
+    fn = get_op(op.opname).operand_index
+    return None if fn is None else fn(op, tuple(idx))
 
 
 def result_index(op, idx, operand: int = 0) -> tuple | None:
-    """The result index a permuting view op (transpose, reshape, stop_gradient) or a
-    concat writes element `idx` of operand number `operand` to (the inverse of
-    `operand_index`), or None for other ops."""
-    name = op.opname
-    if name == "concat":
-        ax = op.attrs["axis"]
-        off = sum(v.shape[ax] for v in op.operands[:operand])
-        return tuple(i + off if d == ax else i for d, i in enumerate(idx))
-    if name == "transpose":
-        return tuple(idx[p] for p in op.attrs["perm"])
-    if name == "reshape":
-        return tuple(delinearize(linearize(idx, op.operands[0].shape), op.results[0].shape))
-    if name == "stop_gradient":
-        return tuple(idx)
-    return None
+    """The result index a permuting view or a concatenation writes element `idx` of operand
+    number `operand` to (its entry's `result_index` map), or None for other ops."""
+    from .registry import get_op
+    fn = get_op(op.opname).result_index
+    return None if fn is None else fn(op, tuple(idx), operand)
 
 
 def strided_matrix(flat: "Ix", batch_vars, i: "Var", j: "Var", rows: int, cols: int):

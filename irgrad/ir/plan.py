@@ -14,7 +14,7 @@ A sound plan:
   one placement per result, and scratch exactly where the kernel needs it;
 - keeps every buffer inside the arena, at offsets aligned to 64 bytes;
 - never overlaps two buffers that are live at the same time, except where sharing is
-  the point: a view (reshape, stop_gradient) at its operand's offset, a result written
+  the point: a view (an `alias` op: reshape, stop_gradient) at its operand's offset, a result written
   in place over an operand that dies at that op and that the op reads only at the index
   it writes (`inplace_safe`);
 - writes into a parameter's buffer only if the parameter is donated (the function's
@@ -34,7 +34,6 @@ from .ops.kernel import gemm_accumulate_form, kernel_scratch_bytes
 from .registry import get_op
 
 ALIGN = 64
-VIEW_OPS = ("reshape", "stop_gradient")  # results that are their operand's bytes
 PLAN_ATTRS = ("arena_bytes", "naive_bytes", "lower_bound_bytes")
 
 
@@ -57,7 +56,8 @@ def strip_plan(f: Function) -> Function:
 
 
 def is_view(op: Operation) -> bool:
-    return op.opname in VIEW_OPS and not op.regions
+    """Is op's result its operand's bytes (an `alias` op: reshape, stop_gradient)?"""
+    return not op.regions and get_op(op.opname).alias
 
 
 def inplace_safe(op: Operation, operand_index: int, result_index: int) -> bool:
@@ -73,7 +73,8 @@ def inplace_safe(op: Operation, operand_index: int, result_index: int) -> bool:
     if x.type.size != r.type.size or x.dtype.itemsize != r.dtype.itemsize:
         return False
     if not op.regions:
-        return get_op(op.opname).elementwise and op.opname != "stop_gradient"
+        d = get_op(op.opname)
+        return d.elementwise and not d.alias
     kind = op.attrs.get("kind")
     region = op.regions[0]
     arg = region.args[operand_index]
@@ -99,7 +100,8 @@ def _elementwise_paths_only(region, arg: Value) -> bool:
             if u in seen:
                 continue
             seen.add(u)
-            if not (get_op(u.opname).elementwise or u.opname in VIEW_OPS):
+            d = get_op(u.opname)
+            if not (d.elementwise or d.alias):
                 return False
             frontier.extend(u.results)
     return True

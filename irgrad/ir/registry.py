@@ -9,7 +9,26 @@ it), and its derivative rules written as IR builder calls:
 - `jvp(b, op, tangents) -> [result tangent or None]` emits the forward-mode rule.
 
 Because the rules emit ordinary ops, gradients are IR and can be differentiated again.
-The entries themselves live in `ops_*.py`, grouped by kind, one `register(...)` each.
+
+An entry also states every fact a pass or a backend needs (its traits) and how it is
+lowered to the kernel form (its hooks), so no pass, lowering or renderer keeps a list of
+op names:
+
+- traits: `elementwise`, `alias` (the result is the operand's bytes: a view in memory
+  plans, the same linear index in fusion), `kernel` (the kernel it makes or joins:
+  "loop", "reduce", "matmul" or "own"), `cost` (the work of recomputing one element, for
+  fusion), `reduction` (the combining instruction of a reduction), `linear` (the
+  coefficients of a linear combination of the operands), `scales` (linear in each operand
+  when the others are constants), `instruction` (lowers to the scalar instruction of the
+  same name, which every renderer spells);
+- index maps: `operand_index(op, idx)` (the operand element a view reads for result
+  element idx) and `result_index(op, idx, operand)` (where a permutation or a
+  concatenation writes an operand's element);
+- lowering: `reads(op, idx) -> [(operand, idx)]` and `build(ev, op, idx, kids) -> Sx`
+  compute one result element in the scalar language of ir/scalar.py;
+- `rules`: simplifications (passes/simplify.py), each `rule(rw, op) -> Value or None`.
+
+The entries themselves live in `ir/ops/`, grouped by kind, one `register(...)` each.
 """
 
 from __future__ import annotations
@@ -49,6 +68,64 @@ class OpDef:
     differentiable: bool = True  # False: the derivative is zero everywhere it exists
     has_region: bool = False
     doc: str = ""
+    # traits (see the module docstring)
+    alias: bool = False
+    kernel: str = "loop"
+    cost: int = 1
+    reduction: str | None = None
+    linear: tuple | None = None
+    scales: bool = False
+    instruction: bool = False
+    # index maps and lowering hooks
+    operand_index: Callable | None = None
+    result_index: Callable | None = None
+    reads: Callable | None = None
+    build: Callable | None = None
+    rules: tuple = ()
+
+    def __post_init__(self):
+        assert self.kernel in KERNELS, self.kernel
+        if self.reads is None:
+            if self.elementwise:
+                self.reads = elementwise_reads
+            elif self.operand_index is not None:
+                self.reads = view_reads
+        if self.build is None:
+            if self.instruction:
+                self.build = instruction_build
+            elif self.alias or self.operand_index is not None:
+                self.build = first_kid
+
+    @property
+    def view(self) -> bool:
+        """A view: each result element is one operand element at an index map (broadcast,
+        transpose, reshape, slice, stop_gradient), readable in place by a strided matmul."""
+        return self.operand_index is not None
+
+    @property
+    def permutes(self) -> bool:
+        """A bijective view (transpose, reshape, stop_gradient): it can be written through."""
+        return self.operand_index is not None and self.result_index is not None
+
+
+KERNELS = ("loop", "reduce", "matmul", "own")
+
+
+def elementwise_reads(op, idx):
+    return [(i, idx) for i in range(len(op.operands))]
+
+
+def view_reads(op, idx):
+    return [(0, get_op(op.opname).operand_index(op, idx))]
+
+
+def first_kid(ev, op, idx, kids):
+    return kids[0]
+
+
+def instruction_build(ev, op, idx, kids):
+    from .scalar import instruction
+    return instruction(op.opname, op.results[0].dtype, kids, op.operands[0].dtype)
 
 
 REGISTRY: dict[str, OpDef] = {}

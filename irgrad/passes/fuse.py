@@ -43,33 +43,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
-from ..ir.ops.kernel import REDUCTIONS, UNFUSIBLE
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
 from .manager import Pass, register_pass
-from .patterns import (PERMUTING_VIEWS, VIEW_OPS, operand_matrix_view, result_matrix_view, view_chain,
-                       writer_chain)
-
-INJECTIVE = {"broadcast", "reshape", "transpose", "slice", "pad", "concat", "iota", "const",
-             "gather", "stop_gradient"}
-EXPENSIVE = {"exp", "log", "sin", "cos", "tanh", "sqrt", "pow", "div"}
-FREE = {"broadcast", "reshape", "transpose", "slice", "const", "iota", "stop_gradient"}
-# ops whose result element i is operand element i in row-major order: fusing through them
-# keeps every element of a kernel at one linear index
-LINEAR_VIEWS = {"reshape", "stop_gradient"}
+from .patterns import is_concat, operand_matrix_view, permutes, result_matrix_view, view_chain, writer_chain
 
 
 def op_class(op: Operation) -> str:
-    """loop (elementwise or data movement), reduce, matmul, or opaque (a kernel of its own)."""
-    if op.opname in UNFUSIBLE:
-        return "opaque"
-    if op.opname in REDUCTIONS:
-        return "reduce"
-    if op.opname == "matmul":
-        return "matmul"
-    if op.opname in INJECTIVE or get_op(op.opname).elementwise:
-        return "loop"
-    return "opaque"
+    """loop (elementwise or data movement), reduce, matmul, or opaque (a kernel of its own):
+    the op entry's `kernel` trait."""
+    k = get_op(op.opname).kernel
+    return "opaque" if k == "own" else k
 
 
 class _Kernel:
@@ -111,11 +95,11 @@ class _Fuser:
         for op in self.ops:
             if op_class(op) == "opaque":
                 must.update(op.operands)
-        matmul_operands = [v for op in self.ops if op.opname == "matmul" for v in op.operands]
+        matmul_operands = [v for op in self.ops if op_class(op) == "matmul" for v in op.operands]
         while True:
             def stored(x, must=must):
                 return (x in must or x in self.params or x in self.outputs or x.op is None
-                        or x.op.opname not in VIEW_OPS)
+                        or not get_op(x.op.opname).view)
             grew = False
             for v in matmul_operands:
                 root, chain = view_chain(v, stored)
@@ -157,8 +141,7 @@ class _Fuser:
                 if op.opname == "const":
                     cost[r] = 0  # constants move into the regions that use them
                     continue
-                own = 4 if op.opname in EXPENSIVE else 0 if op.opname in FREE else 1
-                c = own + sum(cost.get(v, 0) for v in op.operands if v not in self.materialized)
+                c = get_op(op.opname).cost + sum(cost.get(v, 0) for v in op.operands if v not in self.materialized)
                 cost[r] = c
                 if len(users) > 1 and c > self.max_recompute:
                     self.materialized.add(r)
@@ -254,7 +237,8 @@ class _Fuser:
                 if u is None or u not in members or u in seen:
                     continue
                 seen.add(u)
-                if not (get_op(u.opname).elementwise or u.opname in LINEAR_VIEWS):
+                d = get_op(u.opname)
+                if not (d.elementwise or d.alias):  # (an alias keeps the linear index)
                     return False
                 frontier.extend(u.results)
         return True
@@ -283,7 +267,7 @@ class _Fuser:
             return None
         h = kk.homes[0]
         chain = writer_chain(r, h)
-        if not chain or any(op.opname == "concat" for op, _ in chain) or not self._single_path(r, chain):
+        if not chain or any(is_concat(op) for op, _ in chain) or not self._single_path(r, chain):
             return None
         view = result_matrix_view(r, h, chain)
         return chain if view is not None and not view[2] else None
@@ -308,14 +292,14 @@ class _Fuser:
                 continue
             h = kk.homes[0]
             x = h
-            while x.op is not None and x.op.opname in PERMUTING_VIEWS:
+            while x.op is not None and permutes(x.op):
                 x = x.op.operands[0]
-            if x.op is None or x.op.opname != "concat" or h in self.outputs:
+            if x.op is None or not is_concat(x.op) or h in self.outputs:
                 continue
             writers = []
             for v in x.op.operands:
                 r = v
-                while r.op is not None and r.op.opname in PERMUTING_VIEWS:
+                while r.op is not None and permutes(r.op):
                     r = r.op.operands[0]
                 k = self.kernel_of.get(r)
                 chain = writer_chain(r, h) if k is not None else None
@@ -424,8 +408,7 @@ class _Fuser:
             members = self.members(k)
             ins = self.inputs(k, members)
             homes_out = [h for h in k.homes if h in self.outputs or h in read_elsewhere]
-            if len(members) == 1 and (members[0].opname == "fused" or (
-                    not members[0].regions and len(homes_out) == len(members[0].results))):
+            if len(members) == 1 and (members[0].regions or len(homes_out) == len(members[0].results)):
                 op = members[0]
                 clone_ops_into([op], _Sink(new_ops, body), mapping)
                 continue

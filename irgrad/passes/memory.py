@@ -3,7 +3,7 @@
 The schedule is the order of the top-level ops. A value lives from the op that defines it
 to its last reader (to the end for results of the function). Values share storage when:
 
-- a view: `reshape` and `stop_gradient` results are their operand's bytes;
+- a view: the result of an `alias` op (reshape, stop_gradient) is its operand's bytes;
 - in place: an op's result takes the storage of an operand that dies at that op, when
   the op reads that operand only at the index it writes (an elementwise path) — see
   `inplace_safe`;
@@ -30,7 +30,7 @@ import numpy as np
 
 from ..ir.core import Function, Operation, Value
 from ..ir.ops.kernel import kernel_scratch_bytes
-from ..ir.plan import VIEW_OPS, aligned, check_plan, inplace_safe, schedule_facts
+from ..ir.plan import aligned, check_plan, inplace_safe, is_view, schedule_facts
 from .manager import Pass, register_pass
 
 
@@ -66,7 +66,7 @@ def plan_memory(f: Function) -> Function:
             end = last.get(r, t)
             st = None
             # 1. views share their operand's storage
-            if op.opname in VIEW_OPS and not op.regions:
+            if is_view(op):
                 src = op.operands[0]
                 if src in storage_of:
                     st = storage_of[src]

@@ -6,19 +6,27 @@ live with the `fused` op in ir/ops/kernel.py."""
 from __future__ import annotations
 
 from ..ir.core import Operation, Value
+from ..ir.registry import get_op
 
 
-# --- matmuls reading and writing views in place ------------------------------------------------
+def permutes(op: Operation) -> bool:
+    """A bijective view (transpose, reshape, stop_gradient): results can be written
+    through it."""
+    return not op.regions and get_op(op.opname).permutes
 
-VIEW_OPS = ("transpose", "reshape", "slice", "broadcast", "stop_gradient")
-PERMUTING_VIEWS = ("transpose", "reshape", "stop_gradient")
+
+def is_concat(op: Operation) -> bool:
+    """An op that places each operand in a part of its result (concat): it has a
+    `result_index` map for every operand but is no view."""
+    d = get_op(op.opname)
+    return not op.regions and d.result_index is not None and d.operand_index is None
 
 
 def view_chain(v: Value, is_stored) -> tuple[Value, list[Operation]]:
     """Walk back from `v` through view ops until a value `is_stored` says is in memory (or
     one no view produces); returns (that root, the view ops from v back to it)."""
     chain = []
-    while not is_stored(v) and v.op is not None and v.op.opname in VIEW_OPS:
+    while not is_stored(v) and v.op is not None and not v.op.regions and get_op(v.op.opname).view:
         chain.append(v.op)
         v = v.op.operands[0]
     return v, chain
@@ -55,9 +63,9 @@ def writer_chain(r: Value, h: Value):
             continue
         seen.add(x)
         op = x.op
-        if op.opname in PERMUTING_VIEWS:
+        if permutes(op):
             stack.append((op.operands[0], path + ((op, 0),)))
-        elif op.opname == "concat":
+        elif is_concat(op):
             for pos in reversed(range(len(op.operands))):
                 stack.append((op.operands[pos], path + ((op, pos),)))
     return None
@@ -71,7 +79,7 @@ def result_matrix_view(r: Value, h: Value, chain):
     batch, i, j = _matrix_vars(r.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
     for op, pos in chain:
-        if op.opname not in PERMUTING_VIEWS and op.opname != "concat":
+        if not (permutes(op) or is_concat(op)):
             return None
         idx = result_index(op, idx, pos)
     return strided_matrix(linearize(idx, h.shape), batch, i, j, r.shape[-2], r.shape[-1])

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import IrgradError
 from ..ir.core import Function as IrFunction
+from ..ir.plan import is_view
 from ..passes.manager import run_pipeline
 
 KEYS = ("pipeline", "ops", "kernels", "arena_bytes", "naive_bytes", "lower_bound_bytes",
@@ -40,7 +41,7 @@ def count_kernels(planned: IrFunction) -> int:
     for op in planned.ops:
         if op.opname == "const":
             continue
-        if op.opname in ("reshape", "stop_gradient") and not op.regions and op.mem is not None:
+        if is_view(op) and op.mem is not None:
             src = op.operands[0]
             if src.op is not None and src.op.mem is not None:
                 i = src.op.results.index(src)

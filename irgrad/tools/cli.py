@@ -368,8 +368,10 @@ def main(argv=None) -> int:
         return 1
     except BrokenPipeError:
         return 0
-    except ImportError as e:  # an optional package (matplotlib, tqdm, scikit-learn, ...)
-        print(f"irgrad: error: a Python package is missing: {e} (the extras: pip install "
+    except ModuleNotFoundError as e:  # an optional package (matplotlib, tqdm, scikit-learn, ...)
+        if e.name and e.name.split(".")[0] == "irgrad":
+            raise
+        print(f"irgrad: error: the Python package {e.name} is missing: {e} (the extras: pip install "
               f"'irgrad[viz]' for pictures, 'irgrad[examples]' for the examples)", file=sys.stderr)
         return 1
     except OSError as e:  # a file that cannot be read or written

@@ -27,6 +27,7 @@ import subprocess
 import textwrap
 
 from ..errors import IrgradError
+from ..ir.plan import is_view
 from ..ir.core import Function, Operation, Value
 from ..ir.printer import _Namer, format_attr, format_placement, format_scalar
 
@@ -318,7 +319,7 @@ def memory_intervals(f: Function) -> list[dict]:
     """The buffers of a memory plan: one dict per arena placement (views of a buffer and
     results written into parameter buffers are left out)."""
     from ..ir.ops.kernel import kernel_scratch_bytes
-    from ..ir.plan import VIEW_OPS, schedule_facts
+    from ..ir.plan import is_view, schedule_facts
     if "arena_bytes" not in f.attrs:
         raise IrgradError(f"@{f.name} has no memory plan (run a pipeline that ends with "
                           f"plan-memory)")
@@ -333,7 +334,7 @@ def memory_intervals(f: Function) -> list[dict]:
         for r, p in zip(op.results, places):
             if not isinstance(p, int):
                 continue  # written into a parameter's buffer, or a view of one
-            if op.opname in VIEW_OPS and not op.regions:
+            if is_view(op):
                 src = op.operands[0]
                 if src.op is not None and src.op.mem is not None:
                     i = src.op.results.index(src)
@@ -416,7 +417,7 @@ def memory_plan_figure(f: Function, path: str, title: str | None = None) -> str:
     handles = [Patch(facecolor=MEM_COLORS[k], edgecolor="#333333", label=MEM_LABELS[k],
                      hatch="//" if k == "scratch" else None) for k in kinds]
     donated = sum(1 for op in f.ops if op.mem for p in op.mem if isinstance(p, Value)
-                  and not (op.opname in ("reshape", "stop_gradient") and op.operands[0] is p))
+                  and not (is_view(op) and op.operands[0] is p))
     if donated:
         handles.append(Patch(facecolor="white", edgecolor="white",
                              label=f"+{donated} results written into parameter buffers"))

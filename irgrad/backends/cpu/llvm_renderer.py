@@ -27,10 +27,9 @@ import math
 from dataclasses import dataclass
 
 from ...ir.types import DType
-from ...codegen.kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
-                         GemmKernel, IndexValue, InRange, Ix, Load, LoopKernel, Mod, Program,
-                         ReduceKernel, ScatterKernel, Select, Sx, Unary, Var, ix_exprs,
-                         sx_children, walk_exprs)
+from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel
+from ...ir.indexing import Clip, FloorDiv, Ix, Mod, Var
+from ...ir.scalar import AccRef, Binary, Buf, Cast, Clamp, Compare, Const, InRange, IndexValue, Load, Select, Sx, Unary, ix_exprs, sx_children, walk_exprs
 from .llvm_math import INTRINSICS_F32, f32_hex, f64_hex, math_library
 from .blas_gemm import render_blas_gemm
 from .small_gemm import prefer_loops, render_loop_gemm

@@ -17,9 +17,8 @@ import math
 import struct
 
 from ...ir.types import DType
-from ...codegen.kernel_ir import (AccRef, Binary, Buf, Cast, Clamp, Clip, Compare, Const, FloorDiv,
-                         IndexValue, InRange, Ix, Load, Mod, Select, Sx, Unary, Var, sx_children,
-                         sx_indices)
+from ...ir.indexing import Clip, FloorDiv, Ix, Mod, Var
+from ...ir.scalar import AccRef, Binary, Buf, Cast, Clamp, Compare, Const, InRange, IndexValue, Load, Select, Sx, Unary, sx_children, sx_indices
 
 CT = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long",
       DType.bool: "bool"}

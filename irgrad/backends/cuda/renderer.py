@@ -39,9 +39,9 @@ import re
 from dataclasses import dataclass, field
 
 from ...ir.types import DType
-from ...codegen.kernel_ir import (AccRef, Buf, Clamp, FloorDiv, GemmKernel, Ix, Load, LoopKernel, Mod,
-                         Program, ReduceKernel, ScatterKernel, Store, Var, atom_vars, ix_exprs,
-                         linearize, sx_indices, walk_exprs)
+from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel, Store
+from ...ir.indexing import FloorDiv, Ix, Mod, Var, atom_vars, linearize
+from ...ir.scalar import AccRef, Buf, Clamp, Load, ix_exprs, sx_indices, walk_exprs
 from .cexpr import ACC_VAR, CT, LANE_BASE, MT, Block, ExprRenderer, Scope, literal
 from .gemm import render_gemm
 from .prelude import PRELUDE, PRELUDE_TF32

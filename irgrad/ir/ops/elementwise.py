@@ -11,7 +11,10 @@ import numpy as np
 
 from ...errors import ShapeError
 from ..registry import AttrSpec, OpDef, register, require_dtype, require_same
+from ..scalar import Cast, Select
 from ..types import DType
+
+EXPENSIVE = 4  # the recompute cost of a transcendental or a division (fusion)
 
 
 def _is_numeric(d: DType) -> bool:
@@ -52,31 +55,33 @@ def _numeric_unary_infer(name):
     return infer
 
 
-def unary(name, ref, lin, *, numeric_ok=False, doc=""):
-    """Register a unary elementwise op with derivative map `lin` (None: zero derivative)."""
+def unary(name, ref, lin, *, numeric_ok=False, cost=1, doc=""):
+    """Register a unary elementwise op with derivative map `lin` (None: zero derivative);
+    it lowers to the scalar instruction of its name."""
     register(OpDef(
         name=name,
         infer=_numeric_unary_infer(name) if numeric_ok else _float_unary_infer(name),
         reference=lambda xs, op: [ref(xs[0])],
         vjp=_elementwise_vjp([lin]) if lin else None,
         jvp=_elementwise_jvp([lin]) if lin else None,
-        num_operands=1, elementwise=True, differentiable=lin is not None, doc=doc))
+        num_operands=1, elementwise=True, differentiable=lin is not None, doc=doc,
+        instruction=True, cost=cost, linear=(-1.0,) if name == "neg" else None))
 
 
 # d/dx (-x) = -1
 unary("neg", np.negative, lambda b, x, y, t: b.neg(t), numeric_ok=True)
 # d/dx exp x = exp x
-unary("exp", np.exp, lambda b, x, y, t: b.mul(t, y))
+unary("exp", np.exp, lambda b, x, y, t: b.mul(t, y), cost=EXPENSIVE)
 # d/dx log x = 1 / x
-unary("log", np.log, lambda b, x, y, t: b.div(t, x[0]))
+unary("log", np.log, lambda b, x, y, t: b.div(t, x[0]), cost=EXPENSIVE)
 # d/dx sin x = cos x
-unary("sin", np.sin, lambda b, x, y, t: b.mul(t, b.cos(x[0])))
+unary("sin", np.sin, lambda b, x, y, t: b.mul(t, b.cos(x[0])), cost=EXPENSIVE)
 # d/dx cos x = -sin x
-unary("cos", np.cos, lambda b, x, y, t: b.neg(b.mul(t, b.sin(x[0]))))
+unary("cos", np.cos, lambda b, x, y, t: b.neg(b.mul(t, b.sin(x[0]))), cost=EXPENSIVE)
 # d/dx tanh x = 1 - tanh(x)^2
-unary("tanh", np.tanh, lambda b, x, y, t: b.mul(t, b.sub(b.ones_like(y), b.mul(y, y))))
+unary("tanh", np.tanh, lambda b, x, y, t: b.mul(t, b.sub(b.ones_like(y), b.mul(y, y))), cost=EXPENSIVE)
 # d/dx sqrt x = 1 / (2 sqrt x)
-unary("sqrt", np.sqrt, lambda b, x, y, t: b.div(b.scale(t, 0.5), y))
+unary("sqrt", np.sqrt, lambda b, x, y, t: b.div(b.scale(t, 0.5), y), cost=EXPENSIVE)
 # d/dx |x| = sign x   (0 at x = 0)
 unary("abs", np.abs, lambda b, x, y, t: b.mul(t, b.sign(x[0])), numeric_ok=True)
 # d/dx sign x = 0 almost everywhere
@@ -91,14 +96,16 @@ def _binary_infer(name, pred, words, result_bool=False):
     return infer
 
 
-def binary(name, ref, lin_a, lin_b, *, pred=_is_numeric, words="numeric (not bool)", doc=""):
+def binary(name, ref, lin_a, lin_b, *, pred=_is_numeric, words="numeric (not bool)", doc="",
+           cost=1, linear=None, scales=False):
     register(OpDef(
         name=name,
         infer=_binary_infer(name, pred, words),
         reference=lambda xs, op: [ref(xs[0], xs[1])],
         vjp=_elementwise_vjp([lin_a, lin_b]),
         jvp=_elementwise_jvp([lin_a, lin_b]),
-        num_operands=2, elementwise=True, doc=doc))
+        num_operands=2, elementwise=True, doc=doc, instruction=True, cost=cost,
+        linear=linear, scales=scales))
 
 
 def _float(d: DType) -> bool:
@@ -106,14 +113,16 @@ def _float(d: DType) -> bool:
 
 
 # d(a+b) = da + db
-binary("add", np.add, lambda b, x, y, t: t, lambda b, x, y, t: t)
+binary("add", np.add, lambda b, x, y, t: t, lambda b, x, y, t: t, linear=(1.0, 1.0))
 # d(a-b) = da - db
-binary("sub", np.subtract, lambda b, x, y, t: t, lambda b, x, y, t: b.neg(t))
+binary("sub", np.subtract, lambda b, x, y, t: t, lambda b, x, y, t: b.neg(t), linear=(1.0, -1.0))
 # d(a*b) = b da + a db
-binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t: b.mul(x[0], t))
+binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t: b.mul(x[0], t),
+       scales=True)
 # d(a/b) = da / b - (a/b^2) db = da / b - (y/b) db
 binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
-       lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point")
+       lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point",
+       cost=EXPENSIVE)
 # d(a^b) = b a^(b-1) da + log(a) a^b db, with the conventions of JAX and PyTorch where the
 # formula is 0 * inf: d/da a^0 = 0 also at a = 0 (the base a^(b-1) is taken at 1 where
 # a = b = 0, so derivatives stay exact wherever a != 0), and d/db a^b = 0 at a = 0
@@ -126,7 +135,7 @@ binary("pow", np.power,
        lambda b, x, y, t: b.mul(t, b.mul(x[1], b.pow(_pow_base(b, x), b.sub(x[1], b.ones_like(x[1]))))),
        lambda b, x, y, t: b.select(b.eq(x[0], b.zeros_like(x[0])), b.zeros_like(t),
                                    b.mul(t, b.mul(b.log(x[0]), y))),
-       pred=_float, words="floating-point")
+       pred=_float, words="floating-point", cost=EXPENSIVE)
 # d max(a,b) = da where a > b, db where a <= b (ties go to b, so relu'(0) = 0 as in PyTorch).
 # The mask reads the result: max(a,b) > b exactly when a > b, so relu's backward needs only
 # relu's output (which the next layer keeps anyway), not its input.
@@ -147,7 +156,7 @@ def compare(name, ref):
         infer=_binary_infer(name, (lambda d: True) if eq_like else _is_numeric,
                             "any" if eq_like else "numeric (not bool)", result_bool=True),
         reference=lambda xs, op: [ref(xs[0], xs[1])],
-        num_operands=2, elementwise=True, differentiable=False))
+        num_operands=2, elementwise=True, differentiable=False, instruction=True))
 
 
 for _n, _f in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
@@ -160,6 +169,8 @@ for _n, _f in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
 register(OpDef(
     name="stop_gradient", infer=lambda types, attrs, declared: [types[0]],
     reference=lambda xs, op: [xs[0]], num_operands=1, elementwise=True, differentiable=False,
+    alias=True, cost=0, operand_index=lambda op, idx: tuple(idx),
+    result_index=lambda op, idx, operand=0: tuple(idx),
     doc="Identity whose derivative is zero."))
 
 
@@ -186,6 +197,7 @@ register(OpDef(
         op.operands[0],
         ts[1] if ts[1] is not None else b.zeros_like(op.result),
         ts[2] if ts[2] is not None else b.zeros_like(op.result))],
+    build=lambda ev, op, idx, kids: Select(op.results[0].dtype, *kids),
     num_operands=3, elementwise=True))
 
 
@@ -212,5 +224,7 @@ register(OpDef(
     infer=_cast_infer,
     reference=lambda xs, op: [xs[0].astype(op.attrs["dtype"].np)],
     vjp=_cast_vjp, jvp=_cast_jvp,
+    build=lambda ev, op, idx, kids: (kids[0] if op.operands[0].dtype is op.results[0].dtype
+                                     else Cast(op.results[0].dtype, kids[0])),
     attrs={"dtype": AttrSpec("dtype")},
     num_operands=1, elementwise=True))

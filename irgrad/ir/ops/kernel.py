@@ -34,11 +34,9 @@ from dataclasses import dataclass
 
 from ...errors import ShapeError
 from ..core import Operation, Value
-from ..registry import AttrSpec, OpDef, fmt_types, register
+from ..registry import AttrSpec, OpDef, fmt_types, get_op, register
 
 KINDS = ("loop", "reduce", "matmul")
-REDUCTIONS = ("reduce_sum", "reduce_max")
-UNFUSIBLE = ("fused", "scatter_add")  # ops that are always kernels of their own
 STACK_ACCUMULATOR_LIMIT = 64 * 1024  # bytes of column-reduction partial sums kept on the stack
 
 
@@ -65,19 +63,19 @@ def _check_kind(kind, body) -> None:
     if kind not in KINDS:
         raise ShapeError(f"'fused' attribute 'kind' must be one of {', '.join(map(repr, KINDS))}, "
                          f"got {kind!r}")
-    names = [o.opname for o in body.ops]
-    for o in body.ops:
-        if o.opname in UNFUSIBLE or o.regions:
+    kernels = [get_op(o.opname).kernel for o in body.ops]
+    for o, k in zip(body.ops, kernels):
+        if k == "own" or o.regions:
             raise ShapeError(f"a 'fused' region cannot hold '{o.opname}' (it is a kernel of its own)")
-    mms = names.count("matmul")
-    reds = [o for o in body.ops if o.opname in REDUCTIONS]
+    mms = kernels.count("matmul")
+    reds = [o for o, k in zip(body.ops, kernels) if k == "reduce"]
     sizes = [v.type.size for v in body.outputs]
     if kind == "matmul":
         if not mms or reds:
             raise ShapeError(f"a 'fused' kernel of kind \"matmul\" holds {mms} matmul(s) and "
                              f"{len(reds)} reduction(s); it needs matmuls and no reduction")
         if mms == 1:
-            product = next(o for o in body.ops if o.opname == "matmul").result.type.size
+            product = next(o for o, k in zip(body.ops, kernels) if k == "matmul").result.type.size
             if any(s != product for s in sizes):
                 raise ShapeError(f"a matmul kernel yields {fmt_types(v.type for v in body.outputs)}; "
                                  f"each result needs the product's {product} elements")
@@ -110,7 +108,7 @@ def _fused_ref(xs, op):
 
 register(OpDef(
     name="fused", infer=_fused_infer, reference=_fused_ref,
-    attrs={"kind": AttrSpec("str")}, num_operands=None, has_region=True,
+    attrs={"kind": AttrSpec("str")}, num_operands=None, has_region=True, kernel="own",
     doc="A fused kernel: runs its region on its operands."))
 
 
@@ -124,11 +122,12 @@ class GemmForm:
     c_arg: int | None  # operand index of C, None when beta == 0
 
 
-def region_anchor(op: Operation, names) -> Operation | None:
-    """The (single) op of one of `names` inside a fused op's region, or the op itself."""
+def region_anchor(op: Operation, kernel: str) -> Operation | None:
+    """The (single) op of kernel class `kernel` ("matmul", "reduce") inside a fused op's
+    region, or the op itself."""
     if not op.regions:
-        return op if op.opname in names else None
-    found = [o for o in op.regions[0].ops if o.opname in names]
+        return op if get_op(op.opname).kernel == kernel else None
+    found = [o for o in op.regions[0].ops if get_op(o.opname).kernel == kernel]
     return found[0] if len(found) == 1 else None
 
 
@@ -148,21 +147,17 @@ def _linear(v: Value, m: Value, limit: int = 32):
     if v is m or v.op is None:
         return {v: 1.0}
     op = v.op
-    name = op.opname
-    if name == "neg":
-        inner = _linear(op.operands[0], m, limit - 1)
-        return None if inner is None else {k: -c for k, c in inner.items()}
-    if name in ("add", "sub"):
-        a = _linear(op.operands[0], m, limit - 1)
-        b = _linear(op.operands[1], m, limit - 1)
-        if a is None or b is None:
-            return None
-        sign = 1.0 if name == "add" else -1.0
-        out = dict(a)
-        for k, c in b.items():
-            out[k] = out.get(k, 0.0) + sign * c
+    d = get_op(op.opname)
+    if d.linear is not None:  # sum of coefficient * operand (neg, add, sub)
+        out: dict = {}
+        for x, coeff in zip(op.operands, d.linear):
+            inner = _linear(x, m, limit - 1)
+            if inner is None:
+                return None
+            for k, c in inner.items():
+                out[k] = out.get(k, 0.0) + coeff * c
         return out
-    if name == "mul":
+    if d.scales and len(op.operands) == 2:  # mul by a constant
         for x, y in (op.operands, op.operands[::-1]):
             s = _splat(y)
             if s is not None:
@@ -174,7 +169,7 @@ def _linear(v: Value, m: Value, limit: int = 32):
 def gemm_accumulate_form(op: Operation, result_index: int) -> GemmForm | None:
     if not op.regions or op.attrs.get("kind") != "matmul":
         return None
-    mm = region_anchor(op, ("matmul",))
+    mm = region_anchor(op, "matmul")
     if mm is None:
         return None
     region = op.regions[0]
@@ -206,14 +201,14 @@ def kernel_scratch_bytes(op: Operation) -> int:
     kind = op.attrs.get("kind")
     region = op.regions[0]
     if kind == "matmul":
-        mm = region_anchor(op, ("matmul",))
+        mm = region_anchor(op, "matmul")
         if mm is None:
             return 0
         if mm.result in region.outputs or any(v.type == mm.result.type for v in region.outputs):
             return 0
         return mm.result.type.nbytes
     if kind == "reduce":
-        red = region_anchor(op, REDUCTIONS)
+        red = region_anchor(op, "reduce")
         if red is None or reduction_layout(red) != "column":
             return 0
         if region.outputs == [red.result]:

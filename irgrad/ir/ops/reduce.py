@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
+from ..indexing import Ix
+from ..scalar import Clamp
 from ..registry import AttrSpec, OpDef, fmt_types, register
 from ..types import DType
 
@@ -47,7 +49,7 @@ register(OpDef(
     reference=lambda xs, op: [np.sum(_c_order(xs[0]), axis=op.attrs["axes"], dtype=xs[0].dtype)],
     vjp=_sum_vjp,
     jvp=lambda b, op, ts: [b.reduce_sum(ts[0], op.attrs["axes"])],
-    attrs={"axes": AttrSpec("ints")}, num_operands=1,
+    attrs={"axes": AttrSpec("ints")}, num_operands=1, kernel="reduce", reduction="add",
     doc="Sum over `axes` (increasing); the reduced axes are dropped."))
 
 
@@ -83,6 +85,7 @@ register(OpDef(
     name="reduce_max", infer=_reduce_infer("reduce_max"),
     reference=_max_ref,
     vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
+    kernel="reduce", reduction="max",
     doc="Max over `axes` (increasing); the reduced axes are dropped."))
 
 
@@ -117,7 +120,7 @@ def _matmul_jvp(b, op, ts):
 register(OpDef(
     name="matmul", infer=_matmul_infer,
     reference=lambda xs, op: [np.matmul(_c_order(xs[0]), _c_order(xs[1]))],
-    vjp=_matmul_vjp, jvp=_matmul_jvp, num_operands=2,
+    vjp=_matmul_vjp, jvp=_matmul_jvp, num_operands=2, kernel="matmul",
     doc="[..., m, k] @ [..., k, n] -> [..., m, n], batch dims equal."))
 
 
@@ -154,8 +157,21 @@ def _gather_ref(xs, op):
     return [np.take(a, clamp_indices(idx, a.shape[ax]), axis=ax)]
 
 
+def _gather_reads(op, idx):
+    ax, k = op.attrs["axis"], len(op.operands[1].shape)
+    return [(1, tuple(idx[ax:ax + k]))]  # the index; the table is read in build
+
+
+def _gather_build(ev, op, idx, kids):
+    ax, table = op.attrs["axis"], op.operands[0]
+    k = len(op.operands[1].shape)
+    j = Ix.of(Clamp(kids[0], table.shape[ax]))  # clamped as every backend reads it
+    return ev.at(table, tuple(idx[:ax]) + (j,) + tuple(idx[ax + k:]))
+
+
 register(OpDef(
     name="gather", infer=_gather_infer, reference=_gather_ref,
+    reads=_gather_reads, build=_gather_build,
     # the adjoint of reading rows is adding the cotangents back into those rows
     vjp=lambda b, op, cts, w: [b.scatter_add(b.zeros_like(op.operands[0]), op.operands[1],
                                              cts[0], op.attrs["axis"]) if w[0] else None, None],
@@ -198,5 +214,5 @@ register(OpDef(
     jvp=lambda b, op, ts: [None if ts[0] is None and ts[2] is None else b.scatter_add(
         ts[0] if ts[0] is not None else b.zeros_like(op.operands[0]), op.operands[1],
         ts[2] if ts[2] is not None else b.zeros_like(op.operands[2]), op.attrs["axis"])],
-    attrs={"axis": AttrSpec("int")}, num_operands=3,
+    attrs={"axis": AttrSpec("int")}, num_operands=3, kernel="own",
     doc="a with `updates` added at `indices` along `axis` (repeated indices accumulate)."))

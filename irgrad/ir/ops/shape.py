@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShapeError
+from ..indexing import Ix, clip, delinearize, linearize
 from ..registry import AttrSpec, OpDef, fmt_types, register
+from ..scalar import Const, IndexValue, InRange, Load, Select
 from ..types import DType
 
 
@@ -28,16 +30,18 @@ def _const_ref(xs, op):
     return [np.broadcast_to(op.attrs["value"], t.shape)]
 
 
+def _const_build(ev, op, idx, kids):
+    value, t = op.attrs["value"], op.results[0].type
+    if value.ndim == 0:  # a splat: the number itself
+        return Const(t.dtype, value.item())
+    return Load(t.dtype, ev.constant(value, t.dtype), linearize(idx, t.shape))
+
+
 register(OpDef(
     name="const", infer=_const_infer, reference=_const_ref,
     attrs={"value": AttrSpec("value")}, num_operands=0, declared_type=True,
-    differentiable=False,
+    differentiable=False, cost=0, reads=lambda op, idx: [], build=_const_build,
     doc="A constant: one number splatted over the type's shape, or a dense nested list."))
-
-
-def is_splat(op) -> bool:
-    """True for a `const` whose value is a single number filling its whole shape."""
-    return op.opname == "const" and op.attrs["value"].ndim == 0
 
 
 # --- iota --------------------------------------------------------------------------------------
@@ -61,7 +65,9 @@ def _iota_ref(xs, op):
 
 register(OpDef(
     name="iota", infer=_iota_infer, reference=_iota_ref, attrs={"axis": AttrSpec("int")},
-    num_operands=0, declared_type=True, differentiable=False,
+    num_operands=0, declared_type=True, differentiable=False, cost=0,
+    reads=lambda op, idx: [],
+    build=lambda ev, op, idx, kids: IndexValue(op.results[0].dtype, idx[op.attrs["axis"]]),
     doc="0, 1, 2, ... along `axis`, repeated over the other axes."))
 
 
@@ -108,7 +114,10 @@ register(OpDef(
     vjp=lambda b, op, cts, w: [broadcast_transpose(b, cts[0], op.operands[0].shape, op.attrs["dims"])
                                if cts[0] is not None else None],
     jvp=lambda b, op, ts: [b.broadcast(ts[0], op.result.shape, op.attrs["dims"])],
-    attrs={"dims": AttrSpec("ints")}, num_operands=1, declared_type=True,
+    attrs={"dims": AttrSpec("ints")}, num_operands=1, declared_type=True, cost=0,
+    # operand element i reads result axis dims[i] (size-1 axes: element 0)
+    operand_index=lambda op, idx: tuple(idx[d] if op.operands[0].shape[i] != 1 else Ix.of(0)
+                                        for i, d in enumerate(op.attrs["dims"])),
     doc="Operand axis i goes to result axis dims[i]; size-1 axes stretch (lax.broadcast_in_dim)."))
 
 
@@ -126,7 +135,13 @@ register(OpDef(
     reference=lambda xs, op: [xs[0].reshape(op.results[0].type.shape)],
     vjp=lambda b, op, cts, w: [b.reshape(cts[0], op.operands[0].shape)],
     jvp=lambda b, op, ts: [b.reshape(ts[0], op.result.shape)],
-    num_operands=1, declared_type=True, doc="Row-major reshape to the result type."))
+    num_operands=1, declared_type=True, alias=True, cost=0,
+    # element i in row-major order stays element i
+    operand_index=lambda op, idx: tuple(delinearize(linearize(idx, op.results[0].shape),
+                                                    op.operands[0].shape)),
+    result_index=lambda op, idx, operand=0: tuple(delinearize(linearize(idx, op.operands[0].shape),
+                                                              op.results[0].shape)),
+    doc="Row-major reshape to the result type."))
 
 
 # --- transpose ---------------------------------------------------------------------------------
@@ -150,7 +165,9 @@ register(OpDef(
     reference=lambda xs, op: [np.transpose(xs[0], op.attrs["perm"])],
     vjp=lambda b, op, cts, w: [b.transpose(cts[0], _inverse_perm(op.attrs["perm"]))],
     jvp=lambda b, op, ts: [b.transpose(ts[0], op.attrs["perm"])],
-    attrs={"perm": AttrSpec("ints")}, num_operands=1,
+    attrs={"perm": AttrSpec("ints")}, num_operands=1, cost=0,
+    operand_index=lambda op, idx: tuple(idx[i] for i in _inverse_perm(op.attrs["perm"])),
+    result_index=lambda op, idx, operand=0: tuple(idx[p] for p in op.attrs["perm"]),
     doc="Result axis i is operand axis perm[i]."))
 
 
@@ -173,7 +190,8 @@ register(OpDef(
     vjp=lambda b, op, cts, w: [b.pad(cts[0], op.attrs["start"],
                                      [d - l for d, l in zip(op.operands[0].shape, op.attrs["limit"])])],
     jvp=lambda b, op, ts: [b.slice(ts[0], op.attrs["start"], op.attrs["limit"])],
-    attrs={"start": AttrSpec("ints"), "limit": AttrSpec("ints")}, num_operands=1,
+    attrs={"start": AttrSpec("ints"), "limit": AttrSpec("ints")}, num_operands=1, cost=0,
+    operand_index=lambda op, idx: tuple(i + s for i, s in zip(idx, op.attrs["start"])),
     doc="The window start <= index < limit of every axis."))
 
 
@@ -186,8 +204,22 @@ def _pad_infer(types, attrs, declared):
     return [x.with_shape(d + lo + hi for d, lo, hi in zip(x.shape, low, high))]
 
 
+def _pad_reads(op, idx):
+    # inside the operand's window: its element; outside: clamped (and masked by build)
+    low, shape = op.attrs["low"], op.operands[0].shape
+    return [(0, tuple(clip(i - lo, 0, d - 1) for i, lo, d in zip(idx, low, shape)))]
+
+
+def _pad_build(ev, op, idx, kids):
+    dt, cond = op.results[0].dtype, None
+    for i, lo, d in zip(idx, op.attrs["low"], op.operands[0].shape):
+        c = InRange(DType.bool, i, lo, lo + d)
+        cond = c if cond is None else Select(DType.bool, cond, c, Const(DType.bool, False))
+    return Select(dt, cond, kids[0], Const(dt, 0)) if cond is not None else kids[0]
+
+
 register(OpDef(
-    name="pad", infer=_pad_infer,
+    name="pad", infer=_pad_infer, reads=_pad_reads, build=_pad_build,
     reference=lambda xs, op: [np.pad(xs[0], list(zip(op.attrs["low"], op.attrs["high"])))],
     # the adjoint of zero-padding is cutting the window back out
     vjp=lambda b, op, cts, w: [b.slice(cts[0], op.attrs["low"],
@@ -236,8 +268,37 @@ def _concat_jvp(b, op, ts):
                      op.attrs["axis"])]
 
 
+def _concat_reads(op, idx):
+    ax, off, out = op.attrs["axis"], 0, []
+    for i, o in enumerate(op.operands):
+        n = o.shape[ax]
+        j = list(idx)
+        j[ax] = clip(idx[ax] - off, 0, n - 1)
+        out.append((i, tuple(j)))
+        off += n
+    return out
+
+
+def _concat_build(ev, op, idx, kids):
+    dt, ax, off, bounds = op.results[0].dtype, op.attrs["axis"], 0, []
+    for o in op.operands:
+        bounds.append(off)
+        off += o.shape[ax]
+    out = kids[-1]
+    for k in range(len(kids) - 2, -1, -1):
+        out = Select(dt, InRange(DType.bool, idx[ax], 0, bounds[k + 1]), kids[k], out)
+    return out
+
+
+def _concat_result_index(op, idx, operand=0):
+    ax = op.attrs["axis"]
+    off = sum(v.shape[ax] for v in op.operands[:operand])
+    return tuple(i + off if d == ax else i for d, i in enumerate(idx))
+
+
 register(OpDef(
-    name="concat", infer=_concat_infer,
+    name="concat", infer=_concat_infer, reads=_concat_reads, build=_concat_build,
+    result_index=_concat_result_index,
     reference=lambda xs, op: [np.concatenate(xs, axis=op.attrs["axis"])],
     vjp=_concat_vjp, jvp=_concat_jvp, attrs={"axis": AttrSpec("int")}, num_operands=None,
     doc="Operands joined along `axis`."))
