@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ...ir.types import DType
 from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel
+from ...codegen.renderer import KernelBuffers, Renderer, Scope
 from ...ir.indexing import Clip, FloorDiv, Ix, Mod, Var
-from ...ir.scalar import AccRef, Binary, Buf, Cast, Clamp, Compare, Const, InRange, IndexValue, Load, Select, Sx, Unary, ix_exprs, sx_children, walk_exprs
+from ...ir.scalar import AccRef, Buf, Clamp, IndexValue, InRange, Load
+from ...ir.types import DType
 from .llvm_math import INTRINSICS_F32, f32_hex, f64_hex, math_library
 from .blas_gemm import render_blas_gemm
 from .small_gemm import prefer_loops, render_loop_gemm
@@ -78,22 +79,6 @@ class FunctionWriter:
         return r
 
 
-class Scope:
-    """Memo of rendered expressions, invalidated when a loop variable changes."""
-
-    def __init__(self, parent=None):
-        self.parent = parent
-        self.values: dict = {}
-
-    def get(self, key):
-        s = self
-        while s is not None:
-            if key in s.values:
-                return s.values[key]
-            s = s.parent
-        return None
-
-
 @dataclass
 class RenderedProgram:
     """The LLVM IR of a program, as two modules. `kernels` holds the loop bodies, the math
@@ -116,7 +101,9 @@ class RenderedProgram:
         return self.kernels + "\n; ---- glue (compiled without optimization) ----\n\n" + self.glue_defs
 
 
-class KernelRenderer:
+class KernelRenderer(Renderer):
+    backend = "cpu"
+
     def __init__(self, program: Program, threads: int, gemm: str = "auto"):
         self.program = program
         self.threads = threads
@@ -163,38 +150,8 @@ class KernelRenderer:
             self.decls.add(text)
 
     # -- buffers --------------------------------------------------------------------------------
-    def _kernel_buffers(self, k) -> list[Buf]:
-        bufs: dict = {}
-
-        def add(b: Buf):
-            key = (b.slot, b.offset)
-            if key not in bufs:
-                bufs[key] = b
-
-        exprs = []
-        for part in _parts(k):
-            if isinstance(part, LoopKernel):
-                for s in part.stores:
-                    add(s.buf)
-                    exprs.append(s.value)
-                    exprs.extend(ix_exprs(s.index))
-            elif isinstance(part, ReduceKernel):
-                for s in part.prologue + part.epilogue:
-                    add(s.buf)
-                    exprs.append(s.value)
-                exprs.append(part.operand)
-                if part.acc_buf is not None:
-                    add(part.acc_buf)
-            elif isinstance(part, ScatterKernel):
-                add(part.target)
-                exprs.append(part.value)
-                exprs.extend(ix_exprs(part.index))
-        for e in walk_exprs(exprs):
-            if isinstance(e, Load):
-                add(e.buf)
-        return list(bufs.values())
-
-    def _load_pointers(self, w: FunctionWriter, bufs: list[Buf], table: str = "%table") -> list[str]:
+    def _load_pointers(self, w: FunctionWriter, bufs, table: str = "%table") -> list[str]:
+        """Pointers to buffers (anything with a slot and a byte offset) from the table."""
         ptrs = []
         base_cache: dict[int, str] = {}
         for b in bufs:
@@ -214,12 +171,12 @@ class KernelRenderer:
                 return render_loop_gemm(self, k)
             return self.gemm(k)
         name = k.name
-        bufs = self._kernel_buffers(k)
+        bufs = KernelBuffers().add_kernel(k)
         extent0, work = _outer_extent_and_work(k)
         parallel = self.threads > 1 and work >= PARALLEL_MIN_WORK and extent0 >= 2
         body = self.body_function(k, bufs)
         w = FunctionWriter()
-        ptrs = self._load_pointers(w, bufs)
+        ptrs = self._load_pointers(w, bufs.args())
         if parallel:
             self.omp_function(name, body, bufs, extent0)
             self.declare("declare void @GOMP_parallel(ptr, ptr, i32, i32)")
@@ -230,11 +187,11 @@ class KernelRenderer:
         self.define_wrapper(name, w.lines)
         return name
 
-    def omp_function(self, name: str, body: str, bufs: list[Buf], extent0: int) -> None:
+    def omp_function(self, name: str, body: str, bufs: KernelBuffers, extent0: int) -> None:
         self.declare("declare i32 @omp_get_thread_num()")
         self.declare("declare i32 @omp_get_num_threads()")
         w = FunctionWriter()
-        ptrs = self._load_pointers(w, bufs, "%data")
+        ptrs = self._load_pointers(w, bufs.args(), "%data")
         tid = w.assign("call i32 @omp_get_thread_num()")
         nth = w.assign("call i32 @omp_get_num_threads()")
         tid64 = w.assign(f"sext i32 {tid} to i64")
@@ -250,11 +207,12 @@ class KernelRenderer:
         self.out.append(f"define internal void @{name}.omp(ptr %data) {{\n" + "\n".join(w.lines)
                         + "\n  ret void\n}")
 
-    def body_function(self, k, bufs: list[Buf]) -> str:
+    def body_function(self, k, bufs: KernelBuffers) -> str:
         """The name of the function computing kernel k on buffer arguments `bufs` (an
         existing body when another kernel computes the same thing)."""
-        params = ", ".join(f"ptr noalias %b{i}" for i in range(len(bufs)))
-        self.ptr_of = {(b.slot, b.offset): f"%b{i}" for i, b in enumerate(bufs)}
+        args = bufs.args()
+        params = ", ".join(f"ptr{' noalias' if a.noalias else ''} %{a.name}" for a in args)
+        self.bufs = bufs
         w = FunctionWriter()
         self.w = w
         w.label("%entry")
@@ -275,7 +233,7 @@ class KernelRenderer:
         entry = self._bodies.get(text)
         if entry is None:
             entry = self._bodies[text] = [f"body.{len(self._bodies)}", 0]
-            self.export(entry[0], ["ptr"] * len(bufs) + ["i64", "i64"])
+            self.export(entry[0], ["ptr"] * len(args) + ["i64", "i64"])
         entry[1] += 1
         return entry[0]
 
@@ -301,9 +259,7 @@ class KernelRenderer:
         c = w.assign(f"icmp slt i64 {iv}, {stop}")
         w.emit(f"br i1 {c}, label {bodyl}, label {exit_}")
         w.label(bodyl)
-        inner = Scope(scope)
-        inner.values[("var", v)] = iv
-        self.loops(vars_[1:], inner, body)
+        self.loops(vars_[1:], Scope(scope, binds={v: iv}), body)
         w.emit(f"br label {latch}")
         w.label(latch)
         w.emit(f"{nxt} = add nuw nsw i64 {iv}, 1")
@@ -330,7 +286,8 @@ class KernelRenderer:
 
     def address(self, buf: Buf, index: Ix, scope) -> str:
         i = self.index(index, scope)
-        return self.w.assign(f"getelementptr inbounds {MEM[buf.dtype]}, ptr {self.ptr_of[(buf.slot, buf.offset)]}, i64 {i}", "p")
+        ptr = "%" + self.bufs.arg(buf).name
+        return self.w.assign(f"getelementptr inbounds {MEM[buf.dtype]}, ptr {ptr}, i64 {i}", "p")
 
     def reduce_kernel(self, k: ReduceKernel, lo, hi) -> None:
         w = self.w
@@ -380,14 +337,14 @@ class KernelRenderer:
                     w.emit(f"store {ty} {t}, ptr {acc}")
                 result = w.assign(f"load {ty}, ptr {acc}")
                 s3 = Scope(scope)
-                s3.values[AccRef(k.dtype)] = result
+                s3.memo[AccRef(k.dtype)] = result
                 self.stores(k.epilogue, s3)
 
             self.loops(k.outer, Scope(), outer_body, lo, hi)
             return
         # column layout: a vector of partial results indexed by the kept axes
         if k.acc_buf is not None:
-            acc_ptr = self.ptr_of[(k.acc_buf.slot, k.acc_buf.offset)]
+            acc_ptr = "%" + self.bufs.arg(k.acc_buf).name
         else:
             acc_ptr = w.tmp("accv")
             w.entry_allocas.append(f"{acc_ptr} = alloca {ty}, i64 {k.acc_size}, align 64")
@@ -417,7 +374,7 @@ class KernelRenderer:
             p = acc_addr(scope)
             result = w.assign(f"load {ty}, ptr {p}, align {k.dtype.itemsize}")
             s3 = Scope(scope)
-            s3.values[AccRef(k.dtype)] = result
+            s3.memo[AccRef(k.dtype)] = result
             todo = [st for st in k.epilogue if not (
                 k.acc_buf is not None and (st.buf.slot, st.buf.offset) == (k.acc_buf.slot, k.acc_buf.offset)
                 and isinstance(st.value, AccRef) and st.index == k.acc_index)]
@@ -467,7 +424,7 @@ class KernelRenderer:
     # -- expressions ------------------------------------------------------------------------------
     def index(self, ix: Ix, scope) -> str:
         key = ("ix", ix)
-        got = scope.get(key)
+        got = scope.lookup(key)
         if got is not None:
             return got
         w = self.w
@@ -482,16 +439,13 @@ class KernelRenderer:
             out = w.assign(f"add nsw i64 {acc}, {ix.const}")
         else:
             out = acc
-        scope.values[key] = out
+        scope.memo[key] = out
         return out
 
     def atom(self, a, scope) -> str:
         w = self.w
         if isinstance(a, Var):
-            v = scope.get(("var", a))
-            if v is None:
-                raise AssertionError(f"loop variable {a} is not bound")
-            return v
+            return scope.var(a)
         if isinstance(a, (FloorDiv, Mod)):
             x = self.index(a.x, scope)
             lo, _ = a.x.bounds()
@@ -522,129 +476,35 @@ class KernelRenderer:
         t = self.w.assign(f"call i64 @llvm.smax.i64(i64 {x}, i64 {lo})")
         return self.w.assign(f"call i64 @llvm.smin.i64(i64 {t}, i64 {hi})")
 
-    def expr(self, e: Sx, scope) -> str:
-        """Render an expression DAG iteratively (post-order), memoized in `scope`."""
-        stack = [(e, False)]
-        while stack:
-            x, ready = stack.pop()
-            if scope.get(x) is not None:
-                continue
-            kids = sx_children(x)
-            if not ready and any(scope.get(k) is None for k in kids):
-                stack.append((x, True))
-                stack.extend((k, False) for k in kids if scope.get(k) is None)
-                continue
-            # values are memoized in the innermost scope whose variables they use; simply
-            # the current one is correct (inner scopes see outer values)
-            scope.values[x] = self._node(x, [scope.get(k) for k in kids], scope)
-        return scope.get(e)
+    # -- expression hooks (the walk and the dispatch are codegen/renderer.py's) ---------------
+    def literal(self, value, dtype: DType) -> str:
+        return const_literal(value, dtype)
 
-    def _node(self, x: Sx, kids, scope) -> str:
+    def known(self, x, scope):
+        return scope.lookup(x)
+
+    def load(self, x: Load, scope) -> str:
         w = self.w
-        dt = x.dtype
-        ty = LL[dt]
-        if isinstance(x, Const):
-            return const_literal(x.value, dt)
-        if isinstance(x, AccRef):
-            raise AssertionError("accumulator used outside a reduction epilogue")
-        if isinstance(x, Load):
-            p = self.address(x.buf, x.index, scope)
-            v = w.assign(f"load {MEM[dt]}, ptr {p}, align {dt.itemsize}", "ld")
-            return w.assign(f"icmp ne i8 {v}, 0") if dt is DType.bool else v
-        if isinstance(x, IndexValue):
-            i = self.index(x.index, scope)
-            if dt.is_float:
-                return w.assign(f"sitofp i64 {i} to {ty}")
-            return i if dt is DType.i64 else w.assign(f"trunc i64 {i} to {ty}")
-        if isinstance(x, InRange):
-            i = self.index(x.index, scope)
-            a = w.assign(f"icmp sge i64 {i}, {x.lo}")
-            b = w.assign(f"icmp slt i64 {i}, {x.hi}")
-            return w.assign(f"and i1 {a}, {b}")
-        if isinstance(x, Unary):
-            return self.unary(x.op, dt, kids[0])
-        if isinstance(x, Binary):
-            return self.binary(x.op, dt, kids[0], kids[1])
-        if isinstance(x, Compare):
-            return self.compare(x.op, x.a.dtype, kids[0], kids[1])
-        if isinstance(x, Select):
-            return w.assign(f"select i1 {kids[0]}, {ty} {kids[1]}, {ty} {kids[2]}")
-        if isinstance(x, Cast):
-            return self.cast(x.x.dtype, dt, kids[0])
-        raise AssertionError(type(x))
+        p = self.address(x.buf, x.index, scope)
+        v = w.assign(f"load {MEM[x.dtype]}, ptr {p}, align {x.dtype.itemsize}", "ld")
+        return w.assign(f"icmp ne i8 {v}, 0") if x.dtype is DType.bool else v
 
-    def unary(self, op: str, dt: DType, a: str) -> str:
+    def index_value(self, x: IndexValue, scope) -> str:
+        i = self.index(x.index, scope)
+        if x.dtype.is_float:
+            return self.w.assign(f"sitofp i64 {i} to {LL[x.dtype]}")
+        return i if x.dtype is DType.i64 else self.w.assign(f"trunc i64 {i} to {LL[x.dtype]}")
+
+    def in_range(self, x: InRange, scope) -> str:
         w = self.w
-        ty = LL[dt]
-        f = ELEMENT_FLAGS
-        if op == "neg":
-            return w.assign(f"fneg {f} {ty} {a}") if dt.is_float else w.assign(f"sub {ty} 0, {a}")
-        if op == "abs":
-            if dt.is_float:
-                self.declare(f"declare {ty} @llvm.fabs.{_sfx(dt)}({ty})")
-                return w.assign(f"call {ty} @llvm.fabs.{_sfx(dt)}({ty} {a})")
-            self.declare(f"declare {ty} @llvm.abs.{ty}({ty}, i1)")
-            return w.assign(f"call {ty} @llvm.abs.{ty}({ty} {a}, i1 false)")
-        if op == "sign":
-            zero, one = const_literal(0, dt), const_literal(1, dt)
-            mone = const_literal(-1, dt)
-            if dt.is_float:  # numpy: sign(+-0) = +0, sign(nan) = nan
-                gt = w.assign(f"fcmp ogt {ty} {a}, {zero}")
-                lt = w.assign(f"fcmp olt {ty} {a}, {zero}")
-                nan = w.assign(f"fcmp uno {ty} {a}, {a}")
-                z = w.assign(f"select i1 {nan}, {ty} {a}, {ty} {zero}")
-                t = w.assign(f"select i1 {lt}, {ty} {mone}, {ty} {z}")
-                return w.assign(f"select i1 {gt}, {ty} {one}, {ty} {t}")
-            gt = w.assign(f"icmp sgt {ty} {a}, 0")
-            lt = w.assign(f"icmp slt {ty} {a}, 0")
-            t = w.assign(f"select i1 {lt}, {ty} -1, {ty} 0")
-            return w.assign(f"select i1 {gt}, {ty} 1, {ty} {t}")
-        if op == "sqrt":
-            self.declare(f"declare {ty} @llvm.sqrt.{_sfx(dt)}({ty})")
-            return w.assign(f"call {f} {ty} @llvm.sqrt.{_sfx(dt)}({ty} {a})")
-        if dt is DType.f32 and op in ("exp", "log", "tanh"):
-            return w.assign(f"call float @irgrad_{op}f(float {a})")
-        # the rest go to libm (scalar): sin, cos, and float64 exp/log/tanh
-        fn = {DType.f32: op + "f", DType.f64: op}[dt]
-        self.declare(f"declare {ty} @{fn}({ty}) nounwind readnone")
-        return w.assign(f"call {ty} @{fn}({ty} {a})")
+        i = self.index(x.index, scope)
+        a = w.assign(f"icmp sge i64 {i}, {x.lo}")
+        b = w.assign(f"icmp slt i64 {i}, {x.hi}")
+        return w.assign(f"and i1 {a}, {b}")
 
-    def binary(self, op: str, dt: DType, a: str, b: str) -> str:
-        w = self.w
-        ty = LL[dt]
-        if dt.is_float:
-            f = ELEMENT_FLAGS
-            if op in ("add", "sub", "mul", "div"):
-                return w.assign(f"f{op} {f} {ty} {a}, {b}")
-            if op in ("max", "min"):
-                # numpy's maximum/minimum: NaN propagates, else a > b ? a : b (of two
-                # zeros the second wins; llvm.maximum would order -0 below +0)
-                cmp = w.assign(f"fcmp {'ogt' if op == 'max' else 'olt'} {ty} {a}, {b}")
-                m = w.assign(f"select i1 {cmp}, {ty} {a}, {ty} {b}")
-                nan = w.assign(f"fcmp uno {ty} {a}, {a}")
-                return w.assign(f"select i1 {nan}, {ty} {a}, {ty} {m}")
-            if op == "pow":
-                fn = "powf" if dt is DType.f32 else "pow"
-                self.declare(f"declare {ty} @{fn}({ty}, {ty}) nounwind readnone")
-                return w.assign(f"call {ty} @{fn}({ty} {a}, {ty} {b})")
-        else:
-            if op in ("add", "sub", "mul"):
-                return w.assign(f"{op} {ty} {a}, {b}")
-            if op in ("max", "min"):
-                fn = "smax" if op == "max" else "smin"
-                self.declare(f"declare {ty} @llvm.{fn}.{ty}({ty}, {ty})")
-                return w.assign(f"call {ty} @llvm.{fn}.{ty}({ty} {a}, {ty} {b})")
-        raise AssertionError(f"{op} on {dt}")
-
-    def compare(self, op: str, dt: DType, a: str, b: str) -> str:
-        ty = LL[dt]
-        if dt.is_float:
-            pred = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}[op]
-            return self.w.assign(f"fcmp {pred} {ty} {a}, {b}")
-        signed = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
-        unsigned = {"eq": "eq", "ne": "ne", "lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge"}
-        pred = (unsigned if dt is DType.bool else signed)[op]
-        return self.w.assign(f"icmp {pred} {ty} {a}, {b}")
+    def select(self, dtype: DType, c: str, a: str, b: str) -> str:
+        ty = LL[dtype]
+        return self.w.assign(f"select i1 {c}, {ty} {a}, {ty} {b}")
 
     def cast(self, src: DType, dst: DType, a: str) -> str:
         w = self.w
@@ -672,12 +532,6 @@ def _sfx(dt: DType) -> str:
     return "f32" if dt is DType.f32 else "f64"
 
 
-def _parts(k):
-    if isinstance(k, ScatterKernel):
-        return ([k.copy] if k.copy else []) + [k]
-    return [k]
-
-
 def _outer_extent_and_work(k) -> tuple[int, int]:
     if isinstance(k, LoopKernel):
         return (k.loops[0].extent if k.loops else 1), math.prod(v.extent for v in k.loops)
@@ -687,6 +541,114 @@ def _outer_extent_and_work(k) -> tuple[int, int]:
     if isinstance(k, ScatterKernel):
         return 1, 0  # sequential: repeated indices must accumulate in order
     raise AssertionError(type(k))
+
+
+# --- per-op spellings (the scalar instructions of the registry) ---------------------------------
+
+def _neg(r, dt, args, odt):
+    ty, (a,) = LL[dt], args
+    return r.w.assign(f"fneg {ELEMENT_FLAGS} {ty} {a}") if dt.is_float else r.w.assign(f"sub {ty} 0, {a}")
+
+
+def _abs(r, dt, args, odt):
+    ty, (a,) = LL[dt], args
+    if dt.is_float:
+        r.declare(f"declare {ty} @llvm.fabs.{_sfx(dt)}({ty})")
+        return r.w.assign(f"call {ty} @llvm.fabs.{_sfx(dt)}({ty} {a})")
+    r.declare(f"declare {ty} @llvm.abs.{ty}({ty}, i1)")
+    return r.w.assign(f"call {ty} @llvm.abs.{ty}({ty} {a}, i1 false)")
+
+
+def _sign(r, dt, args, odt):
+    w, ty, (a,) = r.w, LL[dt], args
+    zero, one, mone = const_literal(0, dt), const_literal(1, dt), const_literal(-1, dt)
+    if dt.is_float:  # numpy: sign(+-0) = +0, sign(nan) = nan
+        gt = w.assign(f"fcmp ogt {ty} {a}, {zero}")
+        lt = w.assign(f"fcmp olt {ty} {a}, {zero}")
+        nan = w.assign(f"fcmp uno {ty} {a}, {a}")
+        z = w.assign(f"select i1 {nan}, {ty} {a}, {ty} {zero}")
+        t = w.assign(f"select i1 {lt}, {ty} {mone}, {ty} {z}")
+        return w.assign(f"select i1 {gt}, {ty} {one}, {ty} {t}")
+    gt = w.assign(f"icmp sgt {ty} {a}, 0")
+    lt = w.assign(f"icmp slt {ty} {a}, 0")
+    t = w.assign(f"select i1 {lt}, {ty} -1, {ty} 0")
+    return w.assign(f"select i1 {gt}, {ty} 1, {ty} {t}")
+
+
+def _sqrt(r, dt, args, odt):
+    ty, (a,) = LL[dt], args
+    r.declare(f"declare {ty} @llvm.sqrt.{_sfx(dt)}({ty})")
+    return r.w.assign(f"call {ELEMENT_FLAGS} {ty} @llvm.sqrt.{_sfx(dt)}({ty} {a})")
+
+
+def _math(name, inline_f32: bool):
+    """exp, log, tanh: float32 through the inline approximations of llvm_math.py (they
+    vectorize); float64, sin and cos through libm."""
+    def spell(r, dt, args, odt):
+        ty, (a,) = LL[dt], args
+        if inline_f32 and dt is DType.f32:
+            return r.w.assign(f"call float @irgrad_{name}f(float {a})")
+        fn = name + "f" if dt is DType.f32 else name
+        r.declare(f"declare {ty} @{fn}({ty}) nounwind readnone")
+        return r.w.assign(f"call {ty} @{fn}({ty} {a})")
+    return spell
+
+
+def _arith(name):
+    def spell(r, dt, args, odt):
+        ty, (a, b) = LL[dt], args
+        if dt.is_float:
+            return r.w.assign(f"f{name} {ELEMENT_FLAGS} {ty} {a}, {b}")
+        return r.w.assign(f"{name} {ty} {a}, {b}")  # integers wrap (two's complement)
+    return spell
+
+
+def _pow(r, dt, args, odt):
+    ty, (a, b) = LL[dt], args
+    fn = "powf" if dt is DType.f32 else "pow"
+    r.declare(f"declare {ty} @{fn}({ty}, {ty}) nounwind readnone")
+    return r.w.assign(f"call {ty} @{fn}({ty} {a}, {ty} {b})")
+
+
+def _extremum(name):
+    def spell(r, dt, args, odt):
+        w, ty, (a, b) = r.w, LL[dt], args
+        if dt.is_float:
+            # numpy's maximum/minimum: NaN propagates, else a > b ? a : b (of two zeros the
+            # second wins; llvm.maximum would order -0 below +0)
+            cmp = w.assign(f"fcmp {'ogt' if name == 'max' else 'olt'} {ty} {a}, {b}")
+            m = w.assign(f"select i1 {cmp}, {ty} {a}, {ty} {b}")
+            nan = w.assign(f"fcmp uno {ty} {a}, {a}")
+            return w.assign(f"select i1 {nan}, {ty} {a}, {ty} {m}")
+        fn = "smax" if name == "max" else "smin"
+        r.declare(f"declare {ty} @llvm.{fn}.{ty}({ty}, {ty})")
+        return w.assign(f"call {ty} @llvm.{fn}.{ty}({ty} {a}, {ty} {b})")
+    return spell
+
+
+_FCMP = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
+_ICMP = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
+_UCMP = {"eq": "eq", "ne": "ne", "lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge"}
+
+
+def _compare(name):
+    def spell(r, dt, args, odt):
+        ty, (a, b) = LL[odt], args
+        if odt.is_float:
+            return r.w.assign(f"fcmp {_FCMP[name]} {ty} {a}, {b}")
+        pred = (_UCMP if odt is DType.bool else _ICMP)[name]
+        return r.w.assign(f"icmp {pred} {ty} {a}, {b}")
+    return spell
+
+
+KernelRenderer.code_for_op = {
+    "neg": _neg, "abs": _abs, "sign": _sign, "sqrt": _sqrt,
+    "exp": _math("exp", True), "log": _math("log", True), "tanh": _math("tanh", True),
+    "sin": _math("sin", False), "cos": _math("cos", False),
+    "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
+    "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    **{name: _compare(name) for name in _FCMP},
+}
 
 
 def render_program(program: Program, threads: int = 1, gemm: str = "auto") -> RenderedProgram:

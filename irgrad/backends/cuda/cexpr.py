@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import struct
 
-from ...ir.types import DType
+from ...codegen.renderer import Renderer, Scope
 from ...ir.indexing import Clip, FloorDiv, Ix, Mod, Var
-from ...ir.scalar import AccRef, Binary, Buf, Cast, Clamp, Compare, Const, InRange, IndexValue, Load, Select, Sx, Unary, sx_children, sx_indices
+from ...ir.scalar import AccRef, Buf, Clamp, Const, InRange, IndexValue, Load, sx_children, sx_indices
+from ...ir.types import DType
 
 CT = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long",
       DType.bool: "bool"}
@@ -109,55 +110,25 @@ class Block:
         return out
 
 
-class Scope:
-    """Variable bindings and memoized values; `block` is where its statements go."""
+class ExprRenderer(Renderer):
+    """Renders the expressions of one kernel whose buffers are `bufs` (a KernelBuffers);
+    `vector_load(load, scope)` may return a lane value for a vectorized load (or None).
+    Values are hoisted to the innermost scope that binds a variable they depend on."""
 
-    def __init__(self, parent: "Scope | None", block: Block | None = None, binds=None):
-        self.parent = parent
-        self.block = block if block is not None else parent.block
-        self.binds: dict[Var, str] = dict(binds or {})
-        self.memo: dict = {}
+    backend = "cuda"
 
-    def lookup(self, key):
-        s = self
-        while s is not None:
-            if key in s.memo:
-                return s.memo[key]
-            s = s.parent
-        return None
-
-    def var(self, v: Var) -> str:
-        s = self
-        while s is not None:
-            if v in s.binds:
-                return s.binds[v]
-            s = s.parent
-        raise AssertionError(f"loop variable {v} is not bound")
-
-    def home(self, deps) -> "Scope":
-        """The innermost scope (from self outwards) that binds one of `deps`."""
-        s = self
-        root = self
-        while s is not None:
-            if deps and any(v in s.binds for v in deps):
-                return s
-            root = s
-            s = s.parent
-        return root
-
-
-class ExprRenderer:
-    """Renders expressions of one kernel. `ptr_of(buf)` names the C pointer of a buffer;
-    `vector_load(load, scope)` may return a lane value for a vectorized load (or None)."""
-
-    def __init__(self, ptr_of, vector_load=None):
-        self.ptr_of = ptr_of
+    def __init__(self, bufs, vector_load=None):
+        self.bufs = bufs
         self.vector_load = vector_load
         self.lane_index = None  # vectorized loops: an index of lane j from lane 0's
         self.lane_var = None  # vectorized loops: the lane variable ...
         self.lane_invariant = None  # ... and which indices do not change across lanes
         self.n = 0
         self._deps: dict = {}
+
+    def ptr(self, buf: Buf) -> str:
+        """The C pointer argument of a buffer."""
+        return self.bufs.arg(buf).name
 
     def tmp(self, hint: str = "t") -> str:
         self.n += 1
@@ -250,127 +221,120 @@ class ExprRenderer:
             return c if wide else f"(int){c}"
         raise AssertionError(a)
 
-    # -- scalar expressions ------------------------------------------------------------------------
-    def expr(self, e: Sx, scope: Scope) -> str:
-        """Render an expression DAG iteratively (post-order), memoized per scope."""
-        stack = [(e, False)]
-        while stack:
-            x, ready = stack.pop()
-            if self._known(x, scope) is not None:
-                continue
-            kids = sx_children(x)
-            if not ready and any(self._known(k, scope) is None for k in kids):
-                stack.append((x, True))
-                stack.extend((k, False) for k in kids if self._known(k, scope) is None)
-                continue
-            home = scope.home(self.deps(x))
-            if isinstance(x, Load) and self.vector_load is not None:
-                lane = self.vector_load(x, scope)
-                if lane is not None:
-                    scope.memo[x] = lane
-                    continue
-            rhs = self._node(x, [self._known(k, scope) for k in kids], home)
-            if isinstance(x, (Const, AccRef)) or _is_atomic(rhs):
-                home.memo[x] = rhs
-            else:
-                self.define(home, x, CT[x.dtype], rhs, "ld" if isinstance(x, Load) else "t")
-        return self._known(e, scope)
+    # -- expression hooks (the walk and the dispatch are codegen/renderer.py's) ---------------
+    def literal(self, value, dtype: DType) -> str:
+        return literal(value, dtype)
 
-    def _known(self, x, scope: Scope):
+    def known(self, x, scope: Scope):
         if isinstance(x, Const):
             return literal(x.value, x.dtype)
         return scope.lookup(x)
 
-    def _node(self, x: Sx, kids, scope: Scope) -> str:
-        dt = x.dtype
-        if isinstance(x, Const):
-            return literal(x.value, dt)
-        if isinstance(x, AccRef):
-            got = scope.lookup(x)
-            if got is None:
-                raise AssertionError("accumulator used outside a reduction epilogue")
-            return got
-        if isinstance(x, Load):
-            ref = f"{self.ptr_of(x.buf)}[{self.index(x.index, scope)}]"
-            return f"({ref} != 0)" if dt is DType.bool else ref
-        if isinstance(x, IndexValue):
-            i = self.index(x.index, scope)
-            return f"({CT[dt]})({i})"
-        if isinstance(x, InRange):
-            i = self.index(x.index, scope)
-            return f"({i} >= {x.lo} && {i} < {x.hi})"
-        if isinstance(x, Unary):
-            return unary(x.op, dt, kids[0])
-        if isinstance(x, Binary):
-            return binary(x.op, dt, kids[0], kids[1])
-        if isinstance(x, Compare):
-            return compare(x.op, x.a.dtype, kids[0], kids[1])
-        if isinstance(x, Select):
-            return f"({kids[0]} ? {kids[1]} : {kids[2]})"
-        if isinstance(x, Cast):
-            return cast(x.x.dtype, dt, kids[0])
-        raise AssertionError(type(x))
+    def leaf(self, x, scope: Scope):
+        if isinstance(x, Load) and self.vector_load is not None:
+            return self.vector_load(x, scope)
+        return None
+
+    def place(self, x, scope: Scope) -> Scope:
+        return scope.home(self.deps(x))
+
+    def bind(self, x, value: str, scope: Scope) -> str:
+        if isinstance(x, (Const, AccRef)) or _is_atomic(value):
+            scope.memo[x] = value
+            return value
+        return self.define(scope, x, CT[x.dtype], value, "ld" if isinstance(x, Load) else "t")
+
+    def load(self, x: Load, scope: Scope) -> str:
+        ref = f"{self.ptr(x.buf)}[{self.index(x.index, scope)}]"
+        return f"({ref} != 0)" if x.dtype is DType.bool else ref
+
+    def index_value(self, x: IndexValue, scope: Scope) -> str:
+        return f"({CT[x.dtype]})({self.index(x.index, scope)})"
+
+    def in_range(self, x: InRange, scope: Scope) -> str:
+        i = self.index(x.index, scope)
+        return f"({i} >= {x.lo} && {i} < {x.hi})"
+
+    def select(self, dtype: DType, c: str, a: str, b: str) -> str:
+        return f"({c} ? {a} : {b})"
+
+    def cast(self, src: DType, dst: DType, a: str) -> str:
+        return cast(src, dst, a)
 
     # -- stores --------------------------------------------------------------------------------------
     def store_stmt(self, buf: Buf, index: str, value: str) -> str:
         if buf.dtype is DType.bool:
             value = f"(unsigned char)({value})"
-        return f"{self.ptr_of(buf)}[{index}] = {value};"
+        return f"{self.ptr(buf)}[{index}] = {value};"
 
 
 def _is_atomic(s: str) -> bool:
     return s.isidentifier()
 
 
-FLOAT_FN = {"exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tanh": "tanh",
-            "sqrt": "sqrt"}
+# --- per-op spellings (the scalar instructions of the registry) ---------------------------------
+
+def _fsuffix(dt: DType) -> str:
+    return "f" if dt is DType.f32 else ""
 
 
-def unary(op: str, dt: DType, a: str) -> str:
-    if dt.is_float:
-        f = "f" if dt is DType.f32 else ""
-        if op == "neg":
-            return f"(-{a})"
-        if op == "abs":
-            return f"fabs{f}({a})"
-        if op == "sign":
-            one, zero = literal(1, dt), literal(0, dt)
-            # numpy: sign(+-0) = +0, sign(nan) = nan
-            return (f"({a} > {zero} ? {one} : ({a} < {zero} ? {literal(-1, dt)} : "
-                    f"({a} != {a} ? {a} : {zero})))")
-        if op in FLOAT_FN:
-            return f"{FLOAT_FN[op]}{f}({a})"
-    else:
-        if op == "neg":
-            return f"irg_neg({a})"
-        if op == "abs":
-            return f"irg_abs({a})"
-        if op == "sign":
-            return f"({CT[dt]})(({a} > 0) - ({a} < 0))"
-    raise AssertionError(f"{op} on {dt}")
+def _neg(r, dt, args, odt):
+    return f"(-{args[0]})" if dt.is_float else f"irg_neg({args[0]})"
 
 
-def binary(op: str, dt: DType, a: str, b: str) -> str:
-    if dt.is_float:
-        if op in ("add", "sub", "mul", "div"):
-            return f"({a} {'+-*/'['add sub mul div'.split().index(op)]} {b})"
-        if op in ("max", "min"):
-            return f"irg_{op}({a}, {b})"
-        if op == "pow":
-            return f"pow{'f' if dt is DType.f32 else ''}({a}, {b})"
-    elif dt is not DType.bool:
-        if op in ("add", "sub", "mul", "max", "min"):
-            return f"irg_{op}({a}, {b})"
-    raise AssertionError(f"{op} on {dt}")
+def _abs(r, dt, args, odt):
+    return f"fabs{_fsuffix(dt)}({args[0]})" if dt.is_float else f"irg_abs({args[0]})"
+
+
+def _sign(r, dt, args, odt):
+    a = args[0]
+    if dt.is_float:  # numpy: sign(+-0) = +0, sign(nan) = nan
+        one, zero = literal(1, dt), literal(0, dt)
+        return (f"({a} > {zero} ? {one} : ({a} < {zero} ? {literal(-1, dt)} : "
+                f"({a} != {a} ? {a} : {zero})))")
+    return f"({CT[dt]})(({a} > 0) - ({a} < 0))"
+
+
+def _math(name):
+    """CUDA's math library (expf, logf, ... for float32; a few ulp, full range)."""
+    return lambda r, dt, args, odt: f"{name}{_fsuffix(dt)}({args[0]})"
+
+
+def _arith(sym, name):
+    def spell(r, dt, args, odt):
+        if dt.is_float:
+            return f"({args[0]} {sym} {args[1]})"
+        return f"irg_{name}({args[0]}, {args[1]})"  # integers wrap (two's complement)
+    return spell
+
+
+def _pow(r, dt, args, odt):
+    return f"pow{_fsuffix(dt)}({args[0]}, {args[1]})"
+
+
+def _extremum(name):
+    return lambda r, dt, args, odt: f"irg_{name}({args[0]}, {args[1]})"
 
 
 CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
-def compare(op: str, dt: DType, a: str, b: str) -> str:
-    if dt is DType.bool:
-        return f"((int)({a}) {CMP[op]} (int)({b}))"
-    return f"({a} {CMP[op]} {b})"
+def _compare(name):
+    def spell(r, dt, args, odt):
+        a, b = args
+        if odt is DType.bool:
+            return f"((int)({a}) {CMP[name]} (int)({b}))"
+        return f"({a} {CMP[name]} {b})"
+    return spell
+
+
+ExprRenderer.code_for_op = {
+    "neg": _neg, "abs": _abs, "sign": _sign,
+    **{name: _math(name) for name in ("exp", "log", "sin", "cos", "tanh", "sqrt")},
+    "add": _arith("+", "add"), "sub": _arith("-", "sub"), "mul": _arith("*", "mul"),
+    "div": _arith("/", "div"), "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    **{name: _compare(name) for name in CMP},
+}
 
 
 def cast(src: DType, dst: DType, a: str) -> str:

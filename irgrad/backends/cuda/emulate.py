@@ -36,7 +36,8 @@ import numpy as np
 from ...errors import BackendUnavailable
 from ...codegen.kernel_ir import Program
 from .cexpr import MT
-from .renderer import CudaProgram, Launch, render_cuda_program
+from .program import CudaProgram, Launch
+from .renderer import render_cuda_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "emu_runtime.h")

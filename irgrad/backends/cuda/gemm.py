@@ -12,9 +12,11 @@ matrices (the MLPs' 64x128 layers) need more, smaller blocks to occupy the GPU.
 
 from __future__ import annotations
 
-from ...ir.types import DType
 from ...codegen.kernel_ir import GemmKernel, MatrixView
+from ...codegen.renderer import KernelBuffers
+from ...ir.types import DType
 from .cexpr import CT, literal
+from .program import Launch, c_param
 
 TILES = [  # (BM, BN, BK, TM, TN)
     (128, 128, 8, 8, 8),
@@ -49,25 +51,16 @@ def _offset_expr(name: str, which: str, view: MatrixView, batch: int, glob: list
 
 def render_gemm(k: GemmKernel, name: str, tf32: bool = False):
     """(kernel source, file-scope declarations, Launch, uses tf32)."""
-    from .renderer import Launch, KernelArg
     if k.dtype not in (DType.f32, DType.f64):
         raise AssertionError(f"matmul of {k.dtype}")
     ct = CT[k.dtype]
     glob: list[str] = []
-    bufs = [k.a.buf, k.b.buf, k.c.buf]
-    keys = [(b.slot, b.offset, b.dtype) for b in bufs]
-    args = []
-    names = {}
-    for i, (b, key) in enumerate(zip(bufs, keys)):
-        if key in names:
-            continue
-        names[key] = f"b{len(args)}"
-        written = key == keys[2]
-        args.append(KernelArg(names[key], b.slot, b.offset, b.dtype, not written, True))
-    if len(args) < 3:  # an operand is the output buffer: no restrict anywhere
-        for a in args:
-            a.restrict = False
-    pa, pb, pc = (names[key] for key in keys)
+    bufs = KernelBuffers()
+    bufs.add(k.a.buf)
+    bufs.add(k.b.buf)
+    bufs.add(k.c.buf, write=True)
+    args = bufs.args()
+    pa, pb, pc = (bufs.arg(b).name for b in (k.a.buf, k.b.buf, k.c.buf))
     use_tf32 = tf32 and k.dtype is DType.f32
     oa = _offset_expr(name, "a", k.a, k.batch, glob)
     ob = _offset_expr(name, "b", k.b, k.batch, glob)
@@ -89,7 +82,7 @@ def render_gemm(k: GemmKernel, name: str, tf32: bool = False):
         strategy = f"gemm {bm}x{bn}x{bk}"
         shared = (bk * (bm + 4) + bk * (bn + 4)) * k.dtype.itemsize
     gz = min(k.batch, MAX_GRID_Z)
-    params = ", ".join(f"{a.ctype} {a.name}" for a in args)
+    params = ", ".join(f"{c_param(a)} {a.name}" for a in args)
     lines = [f'extern "C" __global__ void __launch_bounds__({threads}) {name}({params}) {{',
              f"  for (long long z = blockIdx.z; z < {k.batch}; z += gridDim.z) {{",
              f"    {call}({pa} + ({oa}), {pb} + ({ob}), {pc} + ({oc}),",

@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 
 from ...ir.types import DType
 from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel, Store
 from ...ir.indexing import FloorDiv, Ix, Mod, Var, atom_vars, linearize
 from ...ir.scalar import AccRef, Buf, Clamp, Load, ix_exprs, sx_indices, walk_exprs
-from .cexpr import ACC_VAR, CT, LANE_BASE, MT, Block, ExprRenderer, Scope, literal
+from ...codegen.renderer import KernelBuffers, Scope
+from .cexpr import ACC_VAR, CT, LANE_BASE, Block, ExprRenderer, literal
 from .gemm import render_gemm
 from .prelude import PRELUDE, PRELUDE_TF32
+from .program import CudaProgram, Launch, c_param
 
 THREADS = 256
 GRID_CAP = 4096  # blocks of a grid-stride loop (enough to fill any current GPU)
@@ -58,121 +59,13 @@ SPLIT_MAX_OUTER = 64
 THREAD_ROW_MAX = 4  # rows this short: one thread per output
 
 
-@dataclass
-class KernelArg:
-    """A pointer argument: the device address of table slot `slot` plus `offset` bytes."""
-
-    name: str
-    slot: int
-    offset: int
-    dtype: DType
-    const: bool  # only read
-    restrict: bool
-
-    @property
-    def ctype(self) -> str:
-        q = "const " if self.const else ""
-        r = " __restrict__" if self.restrict else ""
-        return f"{q}{MT[self.dtype]}*{r}"
-
-
-@dataclass
-class Launch:
-    name: str
-    grid: tuple
-    block: tuple
-    args: list
-    origin: str  # the Program kernel it implements
-    strategy: str
-    shared_bytes: int = 0  # static shared memory (no dynamic shared memory is used)
-    sync: bool = False  # uses __syncthreads or warp shuffles
-
-    @property
-    def threads(self) -> int:
-        return math.prod(self.block)
-
-
-@dataclass
-class CudaProgram:
-    name: str
-    source: str
-    launches: list
-    program: Program
-    scratch_bytes: int = 0  # runtime-owned device scratch (two-pass reductions)
-    options: dict = field(default_factory=dict)
-
-    @property
-    def scratch_slot(self) -> int:
-        return len(self.program.slots)
-
-    @property
-    def num_slots(self) -> int:
-        return len(self.program.slots) + 1
-
-    def kernel_names(self) -> list[str]:
-        return [ln.name for ln in self.launches]
-
-
 def c_name(name: str) -> str:
     s = re.sub(r"\W", "_", name)
     return s if s and not s[0].isdigit() else "k_" + s
 
 
-# --- buffers of a kernel ----------------------------------------------------------------------------
-
-class ArgSet:
-    """The pointer arguments of one __global__ function, keyed by (slot, offset, dtype)."""
-
-    def __init__(self):
-        self.bufs: dict = {}
-        self.written: set = set()
-
-    @staticmethod
-    def key(b: Buf):
-        return (b.slot, b.offset, b.dtype)
-
-    def add(self, b: Buf, write: bool = False) -> None:
-        k = self.key(b)
-        old = self.bufs.get(k)
-        if old is None or b.size > old.size:
-            self.bufs[k] = b
-        if write:
-            self.written.add(k)
-
-    def add_exprs(self, exprs, indices=()) -> None:
-        extra = [e for ix in indices for e in ix_exprs(ix)]
-        for e in walk_exprs(list(exprs) + extra):
-            if isinstance(e, Load):
-                self.add(e.buf)
-
-    def finish(self) -> list[KernelArg]:
-        keys = list(self.bufs)
-        out = []
-        for i, k in enumerate(keys):
-            b = self.bufs[k]
-            lo, hi = b.offset, b.offset + b.size * b.dtype.itemsize
-            overlaps = any(
-                k2 != k and self.bufs[k2].slot == b.slot
-                and self.bufs[k2].offset < hi
-                and lo < self.bufs[k2].offset + self.bufs[k2].size * self.bufs[k2].dtype.itemsize
-                for k2 in keys)
-            out.append(KernelArg(f"b{i}", b.slot, b.offset, b.dtype, k not in self.written,
-                                 not overlaps))
-        self.names = {k: a.name for k, a in zip(keys, out)}
-        return out
-
-    def ptr_of(self, b: Buf) -> str:
-        return self.names[self.key(b)]
-
-
-def _stores_args(stores, args: ArgSet) -> None:
-    for s in stores:
-        args.add(s.buf, write=True)
-    args.add_exprs([s.value for s in stores], [s.index for s in stores])
-
-
-def _signature(name: str, args: list[KernelArg], threads: int) -> str:
-    params = ", ".join(f"{a.ctype} {a.name}" for a in args)
+def _signature(name: str, args: list, threads: int) -> str:
+    params = ", ".join(f"{c_param(a)} {a.name}" for a in args)
     return f'extern "C" __global__ void __launch_bounds__({threads}) {name}({params})'
 
 
@@ -247,13 +140,13 @@ class CudaRenderer:
     # -- loop kernels ------------------------------------------------------------------------------
     def loop_kernel(self, k: LoopKernel, name: str, origin: str | None = None) -> None:
         name = c_name(name)
-        args = ArgSet()
-        _stores_args(k.stores, args)
-        arglist = args.finish()
+        args = KernelBuffers()
+        args.add_stores(k.stores)
+        arglist = args.args()
         n = math.prod(v.extent for v in k.loops)
         itype = "int" if n < 2**31 - 4 * THREADS * GRID_CAP else "long long"
         plan = self._vector_plan(k) if self.vectorize else None
-        ex = ExprRenderer(args.ptr_of)
+        ex = ExprRenderer(args)
         body = Block()
         body.emit(f"const {itype} stride = ({itype})gridDim.x * blockDim.x;")
         body.emit(f"const {itype} tid = ({itype})blockIdx.x * blockDim.x + threadIdx.x;")
@@ -266,7 +159,7 @@ class CudaRenderer:
             body.close_child()
             if n % VEC:
                 tail = body.open(f"for ({itype} t = {groups * VEC} + tid; t < {n}; t += stride)")
-                scalar = ExprRenderer(args.ptr_of)  # no lane analysis; names continue
+                scalar = ExprRenderer(args)  # no lane analysis; names continue
                 scalar.n = ex.n
                 self._scalar_body(k, scalar, Scope(root, tail), tail, "t", itype)
                 body.close_child()
@@ -305,7 +198,7 @@ class CudaRenderer:
                 vec_loads.add(e)
         return x, vec_loads
 
-    def _vector_body(self, k: LoopKernel, args: ArgSet, ex: ExprRenderer, group: Scope,
+    def _vector_body(self, k: LoopKernel, args: KernelBuffers, ex: ExprRenderer, group: Scope,
                      block: Block, flat: str, itype: str, plan) -> None:
         x, vec_loads = plan
         _bind_flat(block, group, flat, k.loops, itype, ex.tmp)
@@ -325,7 +218,7 @@ class CudaRenderer:
             if names is None:
                 vt, parts = VEC_TYPES[load.dtype]
                 i0 = ex.index(load.index, lanes[0])
-                p = args.ptr_of(load.buf)
+                p = ex.ptr(load.buf)
                 names = []
                 per = VEC // parts
                 for q in range(parts):
@@ -359,7 +252,7 @@ class CudaRenderer:
         for si, s in enumerate(k.stores):
             vt, parts = VEC_TYPES[s.buf.dtype]
             i0 = ex.index(s.index, lanes[0])
-            p = args.ptr_of(s.buf)
+            p = ex.ptr(s.buf)
             per = VEC // parts
             cast = "(unsigned char)" if s.buf.dtype is DType.bool else ""
             for q in range(parts):
@@ -370,21 +263,21 @@ class CudaRenderer:
     # -- scatter ----------------------------------------------------------------------------------
     def scatter_kernel(self, k: ScatterKernel) -> None:
         name = c_name(k.name)
-        args = ArgSet()
+        args = KernelBuffers()
         args.add(k.target, write=True)
         args.add_exprs([k.value], [k.index])
-        arglist = args.finish()
+        arglist = args.args()
         n = math.prod(v.extent for v in k.loops)
         body = Block()
         body.emit("const long long stride = (long long)gridDim.x * blockDim.x;")
         loop = body.open("for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
                          f"t < {n}; t += stride)")
         scope = Scope(Scope(None, body), loop)
-        ex = ExprRenderer(args.ptr_of)
+        ex = ExprRenderer(args)
         _bind_flat(loop, scope, "t", k.loops, "long long", ex.tmp)
         v = ex.expr(k.value, scope)
         i = ex.index(k.index, scope)
-        p = args.ptr_of(k.target)
+        p = ex.ptr(k.target)
         dt = k.target.dtype
         if dt is DType.i64:
             loop.emit(f"atomicAdd((unsigned long long*)&{p}[{i}], (unsigned long long)({v}));")
@@ -414,13 +307,13 @@ class CudaRenderer:
             return self._reduce_rows(k, "warp", n_out, n_in)
         return self._reduce_rows(k, "block", n_out, n_in)
 
-    def _reduce_args(self, k: ReduceKernel, extra=()) -> tuple[ArgSet, list]:
-        args = ArgSet()
-        _stores_args(k.prologue + k.epilogue, args)
+    def _reduce_args(self, k: ReduceKernel, extra=()) -> tuple[KernelBuffers, list]:
+        args = KernelBuffers()
+        args.add_stores(k.prologue + k.epilogue)
         args.add_exprs([k.operand])
         for b in extra:
             args.add(b, write=True)
-        return args, args.finish()
+        return args, args.args()
 
     def _inner_loop(self, k, ex, outer_scope: Scope, block: Block, start: str, stop: str,
                     step: str, acc: str, itype: str = "int") -> None:
@@ -455,7 +348,7 @@ class CudaRenderer:
         op = "IrgAdd()" if k.combine == "add" else "IrgMax()"
         body = Block()
         root = Scope(None, body)
-        ex = ExprRenderer(args.ptr_of)
+        ex = ExprRenderer(args)
         shared = 0
         if mode == "warp":
             body.emit("const int lane = threadIdx.x & 31;")
@@ -502,7 +395,7 @@ class CudaRenderer:
         ny = THREADS // 32
         body = Block()
         root = Scope(None, body)
-        ex = ExprRenderer(args.ptr_of)
+        ex = ExprRenderer(args)
         body.emit(f"__shared__ {ct} part[{ny}][33];")
         body.emit("const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;")
         n_groups = -(-n_out // 32)
@@ -547,7 +440,7 @@ class CudaRenderer:
         op = "IrgAdd()" if k.combine == "add" else "IrgMax()"
         body = Block()
         root = Scope(None, body)
-        ex = ExprRenderer(args.ptr_of)
+        ex = ExprRenderer(args)
         body.emit(f"__shared__ {ct} red_smem[{THREADS // 32}];")
         loop = body.open(f"for (int w = blockIdx.x; w < {n_out * parts}; w += gridDim.x)")
         loop.emit(f"const int o = w / {parts}, p = w % {parts};")
@@ -557,7 +450,7 @@ class CudaRenderer:
         loop.emit(f"{ct} acc = {init};")
         self._inner_loop(k, ex, outer, loop, "r0 + (int)threadIdx.x", "r1", str(THREADS), "acc")
         loop.emit(f"acc = irg_block_reduce<{THREADS}>(acc, red_smem, {init}, {op});")
-        loop.emit(f"if (threadIdx.x == 0) {args.ptr_of(scratch)}[w] = acc;")
+        loop.emit(f"if (threadIdx.x == 0) {ex.ptr(scratch)}[w] = acc;")
         body.close_child()
         self._emit(_signature(name, arglist, THREADS), body)
         self.launches.append(Launch(name, (min(GRID_CAP, n_out * parts), 1, 1), (THREADS, 1, 1),
@@ -633,4 +526,4 @@ def render_cuda_program(program: Program, tf32: bool = False, vectorize: bool = 
     return CudaRenderer(program, tf32=tf32, vectorize=vectorize).render()
 
 
-__all__ = ["render_cuda_program", "CudaProgram", "Launch", "KernelArg", "Store"]
+__all__ = ["render_cuda_program"]
