@@ -134,7 +134,7 @@ def prepare(arch: str) -> int:
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import irgrad as ig
     import workloads
-    from irgrad.backends.cpu.backend import plan_for_codegen
+    from irgrad.codegen.lowering import plan_for_codegen
     from irgrad.backends.cuda.renderer import render_cuda_program
     from irgrad.backends.cuda.runtime import compile_cubin
     from irgrad.codegen.lowering import lower_function

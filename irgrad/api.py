@@ -1,29 +1,14 @@
-"""The top of the stack: `ig.compile` and friends, which join frontend, passes and codegen."""
+"""The top of the stack: `ig.compile`, which joins a traced Function, the passes and a
+backend of the registry (backends/)."""
 
 from __future__ import annotations
 
+from .backends import get_backend
 from .errors import IrgradError
 from .frontend.function import Function
-from .pytree import unflatten
 from .ir.core import Function as IrFunction, Module
-from .ir.interpreter import run_function
-
-BACKENDS = ("numpy", "cpu", "cuda")
-# the keyword options each backend takes (compile and compile_step)
-BACKEND_OPTIONS = {"numpy": ("threads", "opt"), "cpu": ("threads", "opt"),  # numpy: ignored
-                   "cuda": ("device", "tf32", "graphs", "threads", "opt")}
-
-
-def check_backend_options(backend: str, options: dict, step: bool = False) -> None:
-    if backend not in BACKENDS:
-        raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
-    known = BACKEND_OPTIONS[backend]
-    if not step:
-        known = tuple(k for k in known if k != "graphs")
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        raise IrgradError(f"unknown option(s) {', '.join(map(repr, unknown))} for the {backend} "
-                          f"backend (options: {', '.join(known) or 'none'})")
+from .ir.interpreter import check_arguments
+from .pytree import unflatten
 
 
 def as_function(f) -> Function:
@@ -41,33 +26,41 @@ def as_function(f) -> Function:
 
 
 class CompiledFunction:
-    """A function compiled for the reference (numpy) backend: checks arguments, then runs
-    the optimized IR on the interpreter."""
+    """`ig.compile(f, backend=...)`: flattens and checks the arguments (count, structure,
+    shape, dtype; C-contiguous and aligned for a native backend) before the backend's
+    executable runs, and rebuilds the result's pytree. Backend-specific facts (`native`,
+    `llvm_ir`, `cuda_source`, ...) are the executable's attributes, reachable here."""
 
-    backend = "numpy"
-
-    def __init__(self, fn: Function, ir: IrFunction, pipeline: str):
+    def __init__(self, fn: Function, backend, executable, pipeline: str):
         self.fn = fn
-        self.ir = ir
+        self.backend = backend.name
+        self.executable = executable
         self.pipeline = pipeline
+        self._native = backend.native
+        self._types = [p.type for p in fn.ir.params]
+        self._names = [p.name for p in fn.ir.params]
+
+    @property
+    def ir(self) -> IrFunction:
+        """The optimized IR the backend runs."""
+        return self.executable.ir
 
     def __call__(self, *args, **kwargs):
-        leaves = self.fn.flatten_args(args, kwargs)
-        return unflatten(self.fn.out_tree, run_function(self.ir, leaves))
+        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args, kwargs),
+                                 self.fn.name, native=self._native)
+        return unflatten(self.fn.out_tree, self.executable.run(arrays))
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["executable"], name)
 
 
 def compile(f, backend: str = "numpy", pipeline: str = "O2", **options):  # noqa: A001
     """Compile a Function (or ir.Function) for `backend`; returns a callable."""
     fn = as_function(f)
-    check_backend_options(backend, options)
     if not isinstance(pipeline, str):
         raise IrgradError(f"pipeline must be pipeline text like \"O2\", got {pipeline!r}")
-    from .passes.manager import run_pipeline
-    optimized = run_pipeline(fn.ir, pipeline) if backend == "numpy" else None
-    if backend == "numpy":
-        return CompiledFunction(fn, optimized, pipeline)
-    if backend == "cpu":
-        from .backends.cpu.backend import CpuFunction
-        return CpuFunction(fn, fn.ir, pipeline, **options)
-    from .backends.cuda.backend import CudaFunction
-    return CudaFunction(fn, fn.ir, pipeline, **options)
+    be = get_backend(backend)
+    be.check_options(options)
+    return CompiledFunction(fn, be, be.compile(fn.ir, pipeline, **options), pipeline)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import irgrad as ig
 import workloads
-from irgrad.backends.cpu.backend import plan_for_codegen
+from irgrad.codegen.lowering import plan_for_codegen
 from irgrad.backends.cuda import runtime
 from irgrad.backends.cuda.emulate import compiler as emu_compiler
 from irgrad.backends.cuda.emulate import run_emulated

@@ -13,6 +13,7 @@ buffers.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..errors import IrgradError
 from ..ir.core import Function, Operation, Value
 from ..ir.indexing import Ix, Var, atom_vars, delinearize, linearize, result_index
 from ..ir.ops.kernel import STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
-from ..ir.plan import check_plan, is_view, placements
+from ..ir.plan import check_plan, has_plan, is_view, placements
 from ..ir.registry import get_op
 from ..ir.scalar import AccRef, Buf, Clamp, Const, Load, Sx, sx_indices, sx_substitute, walk_exprs
 from ..ir.types import DType
@@ -201,9 +202,7 @@ class ProgramBuilder:
             return self.lower_gemm(name, op, ops, outputs, outs, sources, ev, scratch)
         if "reduce" in kinds:
             return self.lower_reduce(name, op, ops, outputs, outs, sources, ev, scratch)
-        if "own" in kinds:
-            if ops[0].opname != "scatter_add":
-                raise IrgradError(f"lowering: '{ops[0].opname}' has no kernel")
+        if "scatter" in kinds:
             return self.lower_scatter(name, ops[0], outs[0], sources, ev)
         return self.lower_loop(name, outputs, outs, ev)
 
@@ -496,6 +495,24 @@ def block_long_sums(k: ReduceKernel) -> ReduceKernel:
                         blocked=True)
 
 
+def default_threads() -> int:
+    """The cores this process may run on (the native backends' default thread count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def plan_for_codegen(ir: Function, pipeline: str) -> Function:
+    """Run `pipeline` (which verifies its input: a plan given with it is proved sound);
+    codegen needs a memory plan, so plan-memory runs last if the result has none."""
+    from ..passes.manager import run_pipeline
+    out = run_pipeline(ir, pipeline)
+    if not has_plan(out):
+        out = run_pipeline(out, "plan-memory")
+    return out
+
+
 def lower_function(f: Function) -> Program:
     """The Program of a function that has been through plan-memory. The plan is proved
     sound first (ir/plan.py): native code runs exactly what it says."""
@@ -505,3 +522,18 @@ def lower_function(f: Function) -> Program:
     return ProgramBuilder(f).build()
 
 
+
+
+def unsupported(f: Function, renderer) -> str | None:
+    """Why `renderer` (a Renderer class) cannot compile `f`, naming the first op it cannot
+    (an op without a lowering, a scalar instruction it cannot spell), or None."""
+    for op in f.walk():
+        d = get_op(op.opname)
+        if d.kernel == "loop" and d.build is None and op.opname != "const":
+            return f"'{op.opname}' has no lowering to the kernel form (its entry has no build hook)"
+        if d.kernel == "reduce" and d.reduction not in ("add", "max"):
+            return f"'{op.opname}' reduces with {d.reduction!r}, which the kernel form does not know"
+        if d.instruction and op.opname not in renderer.code_for_op:
+            return (f"'{op.opname}' is a scalar instruction the {renderer.backend} renderer does "
+                    f"not spell")
+    return None

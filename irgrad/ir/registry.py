@@ -16,7 +16,7 @@ op names:
 
 - traits: `elementwise`, `alias` (the result is the operand's bytes: a view in memory
   plans, the same linear index in fusion), `kernel` (the kernel it makes or joins:
-  "loop", "reduce", "matmul" or "own"), `cost` (the work of recomputing one element, for
+  "loop", "reduce", "matmul", "scatter", or "region" for an op that runs its region), `cost` (the work of recomputing one element, for
   fusion), `reduction` (the combining instruction of a reduction), `linear` (the
   coefficients of a linear combination of the operands), `scales` (linear in each operand
   when the others are constants), `instruction` (lowers to the scalar instruction of the
@@ -108,7 +108,7 @@ class OpDef:
         return self.operand_index is not None and self.result_index is not None
 
 
-KERNELS = ("loop", "reduce", "matmul", "own")
+KERNELS = ("loop", "reduce", "matmul", "scatter", "region")
 
 
 def elementwise_reads(op, idx):

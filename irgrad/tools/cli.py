@@ -122,8 +122,8 @@ def cmd_dump(args) -> int:
         if not (args.print_after_all or print_after):
             sys.stdout.write(str(optimized))
         return 0
-    from ..codegen import emit_code
-    sys.stdout.write(emit_code(optimized, emit))
+    from ..backends import emit_kinds, get_backend
+    sys.stdout.write(get_backend(emit_kinds()[emit]).emit(optimized, emit))
     return 0
 
 
@@ -269,6 +269,7 @@ def cmd_train(args) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..backends import backend_names, emit_kinds
     p = argparse.ArgumentParser(prog="irgrad", description="irgrad: a deep-learning compiler you "
                                 "can see into. Trace, differentiate, optimize and run IR.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     g.add_argument("--print-after", action="append", metavar="PASS", help="print after PASS")
     d.add_argument("--time-passes", action="store_true", help="report the time of every pass")
-    d.add_argument("--emit", choices=("ir", "llvm", "asm", "cuda"), default="ir")
+    d.add_argument("--emit", choices=("ir", *emit_kinds()), default="ir",
+                   help="what to print: the IR, or a backend's generated code")
     d.set_defaults(func=cmd_dump)
 
     o = sub.add_parser("opt", help="run a pipeline on IR text (file or - for stdin)")
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run FILE.ir or FILE.py:NAME and print the results")
     r.add_argument("target", metavar="FILE.ir|FILE.py:NAME")
-    r.add_argument("--backend", default="numpy", choices=("numpy", "cpu", "cuda"))
+    r.add_argument("--backend", default="numpy", choices=backend_names())
     r.add_argument("-p", "--pipeline", default="O0")
     r.add_argument("--inputs", metavar="FILE.npz", help="arrays named after the parameters")
     r.add_argument("--function", metavar="NAME", help="which function of an .ir file")
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="compare pipelines: ops, kernels, memory, compile and step time")
     b.add_argument("target", metavar="FILE.py:NAME")
     b.add_argument("--pipelines", nargs="+", default=["O0", "O2"], metavar="PIPELINE")
-    b.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
+    b.add_argument("--backend", default="cpu", choices=backend_names())
     b.add_argument("--threads", type=positive_int, default=None, help="threads for the native backends")
     b.add_argument("--repeat", type=int_at_least(0), default=0, help="calls to time (default: about 1 s)")
     b.add_argument("--json", action="store_true", help="print a JSON list, one object per pipeline")

@@ -29,8 +29,6 @@ import importlib
 import inspect
 import sys
 
-COMMON = ("backend", "epochs", "pipeline", "threads", "seed")
-BACKENDS = ("numpy", "cpu", "cuda")
 
 
 def int_at_least(least: int):
@@ -87,7 +85,8 @@ def progress(iterable, **tqdm_options):
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every example takes; each defaults to None (= the example's default)."""
     g = parser.add_argument_group("training options (every example)")
-    g.add_argument("--backend", choices=BACKENDS, default=None,
+    from ..backends import backend_names
+    g.add_argument("--backend", choices=backend_names(), default=None,
                    help="where the compiled step runs (default: the example's, usually cpu)")
     g.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                    help="passes over the data (or the example's unit of training)")
@@ -173,9 +172,8 @@ def resolve_backend(backend: str, threads: int | None = None, log=None) -> str:
     The check is done once per backend and process; `numpy` (the reference interpreter)
     always works.
     """
-    if backend not in BACKENDS:
-        from ..errors import IrgradError
-        raise IrgradError(f"unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
+    from ..backends import get_backend
+    get_backend(backend)  # an unknown name: one clear error
     if backend == "numpy":
         return backend
     if backend not in _backend_ok:

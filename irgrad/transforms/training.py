@@ -8,16 +8,16 @@ function that can be printed, optimized, benchmarked and compiled like any other
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from ..api import as_function, check_backend_options
-from .autodiff import value_and_grad
+from ..api import as_function
+from ..backends import get_backend
 from ..errors import ArgumentError, IrgradError
 from ..frontend.function import Function, trace
-from ..pytree import LiveTree, flatten, unflatten
 from ..frontend.specs import TensorSpec
+from ..ir.interpreter import check_argument
+from ..pytree import LiveTree, flatten, unflatten
+from .autodiff import value_and_grad
 
 
 def _spec_tree(tree):
@@ -54,33 +54,49 @@ def _zeros_tree(spec_tree):
     return unflatten(td, [np.zeros(s.shape, s.dtype.np) for s in leaves])
 
 
-class NumpyStep:
-    """A training step on the reference interpreter, with the same interface as the native
-    steps: `step(*batch) -> float loss`, parameters updated in place in `step.params`
-    (assigning into it copies the new values in); calls serialize."""
+class TrainingStep:
+    """`ig.compile_step(...)`: `step(*batch)` checks the batch (count, shape, dtype), runs one
+    step on the backend's executable and returns the loss as a float. The parameters and
+    optimizer state are the step's own arrays, updated in place: `step.params` and
+    `step.opt_state` show their current values (a device backend copies them back first),
+    and assigning an entry (`step.params["fc0"]["W"] = array`, or a sub-dict) checks and
+    copies it in (and up to the device). Calls serialize. Backend-specific facts (`native`,
+    `ir`, `llvm_ir`, ...) are the executable's attributes, reachable here."""
 
-    backend = "numpy"
-
-    def __init__(self, fn: Function, params, opt_state, pipeline: str):
-        from ..passes.manager import run_pipeline
+    def __init__(self, fn: Function, backend, executable, params, opt_state, pipeline: str):
         self.fn = fn
-        self.ir = run_pipeline(fn.ir, pipeline)
-        self.params = LiveTree.of(params)
-        self.opt_state = LiveTree.of(opt_state)
-        self._state_leaves = flatten(params)[0] + flatten(opt_state)[0]
-        self._lock = threading.Lock()
+        self.backend = backend.name
+        self.executable = executable
+        self.pipeline = pipeline
+        p_leaves, p_tree = flatten(params)
+        s_leaves, s_tree = flatten(opt_state)
+        self._params = LiveTree.of(params, p_tree, p_leaves, on_write=executable.upload)
+        self._opt_state = LiveTree.of(opt_state, s_tree, s_leaves, on_write=executable.upload)
+        n_state = len(p_leaves) + len(s_leaves)
+        batch = fn.ir.params[n_state:]
+        self._batch = [(p.type, p.name) for p in batch]
+        self.n_batch = len(batch)
+
+    @property
+    def params(self):
+        self.executable.sync()
+        return self._params
+
+    @property
+    def opt_state(self):
+        self.executable.sync()
+        return self._opt_state
 
     def __call__(self, *batch) -> float:
-        from ..ir.interpreter import run_function
-        if len(batch) != len(self.fn.in_tree.children) - 2:
-            raise ArgumentError(f"step() takes {len(self.fn.in_tree.children) - 2} batch "
-                                f"argument(s), got {len(batch)}")
-        with self._lock:
-            leaves = self.fn.flatten_args((self.params, self.opt_state) + tuple(batch))
-            outs = run_function(self.ir, leaves)
-            for dst, src in zip(self._state_leaves, outs[1:]):
-                np.copyto(dst, src)
-            return float(outs[0])
+        if len(batch) != self.n_batch:
+            raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
+        checked = [check_argument(t, f"%{n}", a, "step") for (t, n), a in zip(self._batch, batch)]
+        return self.executable.run(checked)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["executable"], name)
 
 
 def _check_params(params) -> None:
@@ -115,7 +131,8 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     `batch_specs`) or a traced Function. Parameters are copied into buffers the step owns
     and updated in place; `step.params` is the dict of current parameters.
     """
-    check_backend_options(backend, options, step=True)
+    be = get_backend(backend)
+    be.check_options(options, step=True)
     _check_params(params)
     if isinstance(batch_specs, (list, tuple)):
         batch_specs = tuple(batch_specs)
@@ -132,15 +149,9 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     fn = training_step(loss, optimizer)
     own = _own_params(params)
     state = _own_params(optimizer.init(own))
-    if backend == "numpy":
-        return NumpyStep(fn, own, state, pipeline)
-    if backend == "cpu":
-        from ..backends.cpu.backend import CpuStep
-        return CpuStep(fn, own, state, pipeline, **options)
-    if backend == "cuda":
-        from ..backends.cuda.backend import CudaStep
-        return CudaStep(fn, own, state, pipeline, **options)
-    raise IrgradError(f"unknown backend '{backend}' (known: numpy, cpu, cuda)")
+    leaves = flatten(own)[0] + flatten(state)[0]
+    exe = be.compile_step(fn.ir, leaves, pipeline, **options)
+    return TrainingStep(fn, be, exe, own, state, pipeline)
 
 
 __all__ = ["training_step", "compile_step"]

@@ -1,1 +1,46 @@
-"""The CPU backend: LLVM IR through llvmlite."""
+"""The CPU backend: LLVM IR through llvmlite (see backend.py, llvm_renderer.py, jit.py)."""
+
+from __future__ import annotations
+
+from ..base import Backend, register_backend
+
+
+@register_backend
+class CpuBackend(Backend):
+    name = "cpu"
+    options = ("threads", "opt")
+    step_options = options
+    native = True
+    emits = {"llvm": "the generated LLVM IR", "asm": "the machine code, as assembly"}
+
+    def compile(self, ir, pipeline: str, **options):
+        self.check_options(options)
+        from .backend import CpuFunction
+        return CpuFunction(ir, pipeline, **options)
+
+    def compile_step(self, ir, state, pipeline: str, **options):
+        self.check_options(options, step=True)
+        from .backend import CpuStep
+        return CpuStep(ir, state, pipeline, **options)
+
+    def check_support(self, ir) -> None:
+        from ...codegen.lowering import unsupported
+        from ...errors import IrgradError
+        from .llvm_renderer import KernelRenderer
+        why = unsupported(ir, KernelRenderer)
+        if why:
+            raise IrgradError(f"the cpu backend cannot compile @{ir.name}: {why}")
+
+    def emit(self, ir, what: str, threads: int | None = None, **options) -> str:
+        from ...codegen.lowering import lower_function
+        from .backend import default_threads, plan_for_codegen
+        from .jit import emit_assembly
+        from .llvm_renderer import render_program
+        planned = plan_for_codegen(ir, "")
+        self.check_support(planned)
+        rendered = render_program(lower_function(planned), threads or default_threads())
+        if what == "llvm":
+            return rendered.text
+        if what == "asm":
+            return emit_assembly(rendered)
+        return super().emit(ir, what)

@@ -3,12 +3,13 @@
 `NativeProgram` owns a compiled program: the JIT-compiled code, the constants and the
 runtime layout. A `Memory` is what one call touches: the arena (one 64-byte aligned block
 for every intermediate) and the pointer table the code reads its buffers from.
-`CpuFunction` (from `ig.compile`) checks its arguments, takes a memory from a pool,
-points its table at them and copies the results out, so threads may call it at once;
+`CpuFunction` (from `ig.compile`) takes a memory from a pool per call, points its table
+at the (checked) arguments and copies the results out, so threads may call it at once;
 `CpuStep` (from `ig.compile_step`) keeps parameters and optimizer state in persistent
 buffers that the step updates in place, copies the batch into persistent buffers, and
 returns the loss as a float: no allocation per step, one native call; its calls
-serialize (one set of parameters).
+serialize (one set of parameters). Arguments are flat lists of arrays: pytrees and
+argument checks are the frontend's (api.py, transforms/training.py).
 """
 
 from __future__ import annotations
@@ -23,26 +24,17 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value, clone_function
-from ...ir.interpreter import check_argument, check_arguments
 from ...ir.plan import has_plan, is_view, placements
 from ...ir.printer import print_function
 from ...codegen.kernel_ir import GemmKernel
-from ...codegen.lowering import lower_function
+from ...codegen.lowering import default_threads, lower_function, plan_for_codegen, unsupported
 from . import cache
 from .jit import JitModule, compile_program, target_facts
-from .llvm_renderer import render_program
+from .llvm_renderer import KernelRenderer, render_program
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 SMALL_PROGRAM_FLOPS = 50e6  # below this many matmul flops per call, BLAS stays on one thread
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 _blas_threads = {"current": None}
@@ -58,16 +50,6 @@ def set_blas_threads(n: int) -> None:
     except Exception:  # noqa: BLE001 - no threadpoolctl or no BLAS found: leave it
         pass
     _blas_threads["current"] = n
-
-
-def plan_for_codegen(ir: IrFunction, pipeline: str) -> IrFunction:
-    """Run `pipeline`; codegen needs a memory plan, so plan-memory runs last if the
-    pipeline did not end with it."""
-    from ...passes.manager import run_pipeline
-    out = run_pipeline(ir, pipeline)  # verifies its input: a plan given with it is proved sound
-    if not has_plan(out):
-        out = run_pipeline(out, "plan-memory")
-    return out
 
 
 def _aligned_empty(nbytes: int, align: int = 64) -> tuple[np.ndarray, int]:
@@ -164,6 +146,9 @@ class NativeProgram:
     def _build(self, ir, pipeline, threads, opt):
         t0 = time.perf_counter()
         planned = plan_for_codegen(ir, pipeline)
+        why = unsupported(planned, KernelRenderer)
+        if why:
+            raise IrgradError(f"the cpu backend cannot compile @{planned.name}: {why}")
         t1 = time.perf_counter()
         program = lower_function(planned)
         rendered = render_program(program, threads)
@@ -330,7 +315,7 @@ def _load_constants(data: bytes) -> dict:
 
 
 class CpuFunction:
-    """`ig.compile(f, backend="cpu")`: a native function with checked arguments.
+    """A function compiled for the CPU: `run(arrays)` (checked by the caller: api.py).
 
     Calls are independent: each runs on a memory of its own (arena and pointer table,
     pooled), so threads may call one compiled function at once. Arguments are only read;
@@ -338,17 +323,14 @@ class CpuFunction:
 
     backend = "cpu"
 
-    def __init__(self, fn, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
-        self.fn = fn
+    def __init__(self, ir: IrFunction, pipeline: str, threads: int | None = None, opt: int = 3):
         self.pipeline = pipeline
         if "donate" in ir.attrs and not has_plan(ir):
             # a plain call must leave its arguments alone: only compile_step donates (a plan
             # given with the IR keeps its donation, on copies of the arguments)
             ir = clone_function(ir)
             del ir.attrs["donate"]
-        self.native = NativeProgram(ir, pipeline, _check_threads(threads), opt)
-        self._types = [p.type for p in ir.params]
-        self._names = [p.name for p in ir.params]
+        self.native = NativeProgram(ir, pipeline, check_threads(threads), opt)
 
     @property
     def ir(self) -> IrFunction:
@@ -358,9 +340,8 @@ class CpuFunction:
     def llvm_ir(self) -> str:
         return self.native.llvm_ir
 
-    def __call__(self, *args, **kwargs):
-        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args, kwargs),
-                                 self.fn.name, native=True)
+    def run(self, arrays) -> list[np.ndarray]:
+        arrays = list(arrays)
         nat = self.native
         mem = nat.acquire()
         try:
@@ -369,13 +350,12 @@ class CpuFunction:
             for slot, a in zip(nat.param_slots, arrays):
                 mem.table[slot] = a.ctypes.data
             nat.run(mem)
-            outs = [np.array(nat.read_output(mem, i, arrays), copy=True) for i in range(len(nat.outputs))]
+            return [np.array(nat.read_output(mem, i, arrays), copy=True) for i in range(len(nat.outputs))]
         finally:
             nat.release(mem)
-        return unflatten(self.fn.out_tree, outs)
 
 
-def _check_threads(threads) -> int:
+def check_threads(threads) -> int:
     if threads is None:
         return default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -386,40 +366,31 @@ def _check_threads(threads) -> int:
 class CpuStep:
     """A whole training step as one native call (see the module docstring).
 
-    The parameters and optimizer state are the step's own buffers, updated in place, so
-    calls serialize: a call from a second thread waits until the first has finished.
-    `step.params` and `step.opt_state` hold those buffers: reading them shows the current
-    values, and assigning (`step.params["W"] = array`) copies the array in."""
+    `state` (parameters, then optimizer state) are the step's own buffers, updated in
+    place, so calls serialize: a call from a second thread waits until the first has
+    finished. The batch is copied into persistent buffers (checked by the caller)."""
 
     backend = "cpu"
 
-    def __init__(self, fn, params, opt_state, pipeline: str = "O2", threads: int | None = None,
-                 opt: int = 3):
+    def __init__(self, ir: IrFunction, state: list, pipeline: str = "O2",
+                 threads: int | None = None, opt: int = 3):
         t0 = time.perf_counter()
-        self.fn = fn
         self.pipeline = pipeline
-        self.threads = _check_threads(threads)
-        p_leaves, p_tree = flatten(params)
-        s_leaves, s_tree = flatten(opt_state)
-        self._state_leaves = p_leaves + s_leaves
-        self.params = LiveTree.of(params, p_tree, p_leaves)
-        self.opt_state = LiveTree.of(opt_state, s_tree, s_leaves)
-        n_state = len(self._state_leaves)
-        ir = fn.ir
+        self.threads = check_threads(threads)
+        self._state_leaves = state
+        n_state = len(state)
         self.native = NativeProgram(ir, pipeline, self.threads, opt)
         nat = self.native
         self._memory = mem = Memory(nat)
         self._lock = threading.Lock()
         types = [p.type for p in ir.params]
-        for slot, a, t in zip(nat.param_slots, self._state_leaves, types):
+        for slot, a, t in zip(nat.param_slots, state, types):
             if a.dtype != t.dtype.np or a.shape != t.shape or not a.flags.c_contiguous:
                 raise ArgumentError(f"parameter buffer {a.shape} {a.dtype} does not match {t}")
             mem.table[slot] = a.ctypes.data
         # persistent, aligned buffers for the batch
-        self._batch_types = types[n_state:]
-        self._batch_names = [p.name for p in ir.params[n_state:]]
         self._batch_bufs = []
-        for slot, t in zip(nat.param_slots[n_state:], self._batch_types):
+        for slot, t in zip(nat.param_slots[n_state:], types[n_state:]):
             raw, addr = _aligned_empty(max(t.nbytes, 1))
             view = raw[addr - raw.ctypes.data: addr - raw.ctypes.data + t.nbytes].view(t.dtype.np).reshape(t.shape)
             self._batch_bufs.append((raw, view))
@@ -428,14 +399,13 @@ class CpuStep:
         self._copy_back = []
         for i in range(1, len(nat.outputs)):
             kind, where = nat.outputs[i]
-            dst = self._state_leaves[i - 1]
+            dst = state[i - 1]
             if kind == "param" and where == i - 1:
                 continue
             self._copy_back.append((i, dst))
         kind, where = nat.outputs[0]
         self._loss = nat.arena_view(mem, where, ir.result_types[0]) if kind == "arena" else None
         self.compile_seconds = time.perf_counter() - t0
-        self.n_batch = len(self._batch_types)
 
     @property
     def llvm_ir(self) -> str:
@@ -446,13 +416,9 @@ class CpuStep:
         """The optimized, memory-planned IR of the step."""
         return self.native.ir
 
-    def __call__(self, *batch) -> float:
-        if len(batch) != self.n_batch:
-            raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
-        checked = [check_argument(t, f"%{n}", a, "step", native=False)
-                   for t, n, a in zip(self._batch_types, self._batch_names, batch)]
+    def run(self, batch) -> float:
         with self._lock:
-            for (raw, buf), a in zip(self._batch_bufs, checked):
+            for (raw, buf), a in zip(self._batch_bufs, batch):
                 np.copyto(buf, a)
             nat = self.native
             nat.run(self._memory)
@@ -462,6 +428,12 @@ class CpuStep:
             if self._loss is not None:
                 return float(self._loss)
             return float(nat.read_output(self._memory, 0, self._state_leaves))
+
+    def sync(self) -> None:
+        pass  # the state arrays are the step's own buffers
+
+    def upload(self, array) -> None:
+        pass
 
 
 __all__ = ["CpuFunction", "CpuStep", "NativeProgram"]

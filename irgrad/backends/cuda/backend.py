@@ -5,20 +5,19 @@ the arena (one allocation for every intermediate), the constants (uploaded once)
 runtime scratch of two-pass reductions, and the address of every pointer-table slot
 (kernel arguments are these addresses plus byte offsets, fixed for the program's life).
 
-- `CudaFunction` (`ig.compile(f, backend="cuda")`): checks every argument (count, shape,
-  dtype, C-contiguity) before anything touches the device, uploads them into device
-  buffers it owns, runs the kernels in order on one stream and copies the results back.
+- `CudaFunction` (`ig.compile(f, backend="cuda")`): uploads the arguments (checked by the
+  frontend's wrapper before anything touches the device) into device buffers it owns,
+  runs the kernels in order on one stream and copies the results back.
 - `CudaStep` (`ig.compile_step(..., backend="cuda")`): parameters and optimizer state live
   on the device for the step's whole life and are updated in place by the kernels (the
   training step donates them); the batch is staged through pinned host buffers. A step is
   one fixed sequence: batch upload, every kernel, the copies of results that were not
   written in place, and the loss download; from the second call on it is replayed as one
   CUDA graph (when the driver offers graphs; `graphs=False` turns it off). `step(*batch)`
-  returns the loss as a Python float. `step.params` (and `step.opt_state`) copy the
-  current values from the device into the step's numpy dict on every access and return
-  that dict: reading it costs one device-to-host copy per tensor; assigning an entry
-  (`step.params["W"] = array`) uploads it, while writing into a returned array in place
-  does not change the device copy.
+  returns the loss as a Python float. `sync()` copies the current state from the device
+  into the host arrays (`step.params` does it on every access: one device-to-host copy per
+  tensor), `upload(array)` sends an assigned entry to the device; writing into a returned
+  array in place does not change the device copy.
 
 Calls of one compiled function, or of one step, serialize (they share device buffers).
 
@@ -36,16 +35,11 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...pytree import LiveTree, flatten, unflatten
 from ...ir.core import Function as IrFunction, Value
-from ...ir.interpreter import check_argument, check_arguments
-from ..cpu.backend import plan_for_codegen
-from ...codegen.lowering import lower_function
+from ...codegen.lowering import lower_function, plan_for_codegen, unsupported
+from .cexpr import ExprRenderer
 from .renderer import render_cuda_program
 from .runtime import get_device
-
-_IGNORED = ("threads", "opt")
-
 
 def output_sources(ir: IrFunction) -> list[tuple]:
     """Where each result is after a run: ('param', i), ('arena', offset) or ('const', array)."""
@@ -66,14 +60,6 @@ def output_sources(ir: IrFunction) -> list[tuple]:
     return out
 
 
-def _check_options(options: dict) -> dict:
-    unknown = [k for k in options if k not in _IGNORED]
-    if unknown:
-        raise IrgradError(f"unknown option(s) for the CUDA backend: {', '.join(unknown)} "
-                          f"(device, tf32, graphs)")
-    return options
-
-
 class DeviceProgram:
     """A lowered program resident on a device (see the module docstring)."""
 
@@ -81,6 +67,9 @@ class DeviceProgram:
         t0 = time.perf_counter()
         self.ir = ir
         self.device = device
+        why = unsupported(ir, ExprRenderer)
+        if why:
+            raise IrgradError(f"the cuda backend cannot compile @{ir.name}: {why}")
         self.program = lower_function(ir)
         self.cuda = render_cuda_program(self.program, tf32=tf32)
         self.module = device.load(self.cuda)
@@ -128,20 +117,19 @@ class DeviceProgram:
 
 
 class CudaFunction:
-    """`ig.compile(f, backend="cuda")`: a device function with checked arguments."""
+    """A function compiled for the device: `run(arrays)` (checked by the caller) uploads
+    the arguments into device buffers it owns, runs the kernels in order on one stream
+    and copies the results back; calls serialize (they share the device buffers)."""
 
     backend = "cuda"
 
-    def __init__(self, fn, ir: IrFunction, pipeline: str, device=None, tf32: bool = False,
-                 **options):
-        _check_options(options)
+    def __init__(self, ir: IrFunction, pipeline: str, device=None, tf32: bool = False,
+                 threads=None, opt=None):
         self.device = device if not isinstance(device, (str, type(None))) else get_device(device)
-        self.fn = fn
         self.pipeline = pipeline
         self.ir = plan_for_codegen(ir, pipeline)
         self.native = DeviceProgram(self.ir, self.device, tf32)
         self._types = [p.type for p in self.ir.params]
-        self._names = [p.name for p in self.ir.params]
         for slot, t in zip(self.native.param_slots, self._types):
             self.native.addrs[slot] = self.native._alloc(max(t.nbytes, 1))
         self._lock = threading.Lock()
@@ -150,12 +138,9 @@ class CudaFunction:
     def cuda_source(self) -> str:
         return self.native.source
 
-    def __call__(self, *args, **kwargs):
-        arrays = check_arguments(self._types, self._names, self.fn.flatten_args(args, kwargs),
-                                 self.fn.name, native=True)
+    def run(self, arrays) -> list:
         with self._lock:
-            outs = self._run(arrays)
-        return unflatten(self.fn.out_tree, outs)
+            return self._run(arrays)
 
     def _run(self, arrays) -> list:
         nat, dev = self.native, self.device
@@ -180,22 +165,16 @@ class CudaStep:
 
     backend = "cuda"
 
-    def __init__(self, fn, params, opt_state, pipeline: str = "O2", device=None,
-                 tf32: bool = False, graphs: bool = True, **options):
-        _check_options(options)
+    def __init__(self, ir: IrFunction, state: list, pipeline: str = "O2", device=None,
+                 tf32: bool = False, graphs: bool = True, threads=None, opt=None):
         t0 = time.perf_counter()
         self.device = device if not isinstance(device, (str, type(None))) else get_device(device)
         dev = self.device
-        self.fn = fn
         self.pipeline = pipeline
-        p_leaves, p_tree = flatten(params)
-        s_leaves, s_tree = flatten(opt_state)
-        self._state_leaves = p_leaves + s_leaves
-        self._params = LiveTree.of(params, p_tree, p_leaves, on_write=self._upload)
-        self._opt_state = LiveTree.of(opt_state, s_tree, s_leaves, on_write=self._upload)
+        self._state_leaves = state
         self._lock = threading.Lock()
-        n_state = len(self._state_leaves)
-        self.ir = plan_for_codegen(fn.ir, pipeline)
+        n_state = len(state)
+        self.ir = plan_for_codegen(ir, pipeline)
         self.native = nat = DeviceProgram(self.ir, dev, tf32)
         types = [p.type for p in self.ir.params]
         for slot, a, t in zip(nat.param_slots, self._state_leaves, types):
@@ -253,13 +232,9 @@ class CudaStep:
         if self._loss_addr is not None:
             dev.dtoh(self._loss, self._loss_addr, pinned=True)
 
-    def __call__(self, *batch) -> float:
-        if len(batch) != self.n_batch:
-            raise ArgumentError(f"step() takes {self.n_batch} batch argument(s), got {len(batch)}")
-        checked = [check_argument(t, f"%{n}", a, "step", native=False)
-                   for t, n, a in zip(self._batch_types, self._batch_names, batch)]
+    def run(self, batch) -> float:
         with self._lock:
-            for host, a in zip(self._staging, checked):
+            for host, a in zip(self._staging, batch):
                 np.copyto(host, a)
             dev = self.device
             if self._graph is not None:
@@ -289,29 +264,18 @@ class CudaStep:
         index = next(i for i, b in enumerate(self._state_leaves) if b is a)
         return self.native.param_slots[index]
 
-    def _download(self, tree):
-        leaves, _ = flatten(tree)
+    def sync(self) -> None:
+        """Copy the current state from the device into the host arrays."""
         with self._lock:
-            for a in leaves:
+            for a in self._state_leaves:
                 self.device.dtoh(a, self.native.addrs[self._slot_of(a)])
             self.device.synchronize()
-        return tree
 
-    def _upload(self, a) -> None:
-        """An entry of step.params / step.opt_state was assigned: copy it to the device."""
+    def upload(self, a) -> None:
+        """An entry of the state was assigned on the host: copy it to the device."""
         with self._lock:
             self.device.htod(self.native.addrs[self._slot_of(a)], a)
             self.device.synchronize()
-
-    @property
-    def params(self):
-        """The current parameters, copied from the device into the step's numpy dict."""
-        return self._download(self._params)
-
-    @property
-    def opt_state(self):
-        """The current optimizer state, copied from the device."""
-        return self._download(self._opt_state)
 
 
 __all__ = ["CudaFunction", "CudaStep", "DeviceProgram", "output_sources"]

@@ -245,24 +245,32 @@ def parse_resources(log: str) -> dict[str, dict]:
 # --- devices ----------------------------------------------------------------------------------------
 
 _device_cache: dict = {}
+# device kinds beyond the real GPU loaders: name -> factory (the CUDA backend's plug-in
+# registers its CPU emulator here; the runtime itself never imports it)
+EXTRA_DEVICES: dict = {}
+
+
+def register_device(kind: str, factory) -> None:
+    EXTRA_DEVICES[kind] = factory
 
 
 def get_device(kind: str | None = None):
     """The device to run on: kind None/'auto' (pycuda, then cuda-python), 'pycuda',
-    'cuda-python' or 'emulate'. Raises BackendUnavailable with every reason."""
+    'cuda-python', or a registered extra kind ('emulate'). Raises BackendUnavailable with
+    every reason."""
     kind = kind or os.environ.get("IRGRAD_CUDA_DEVICE") or "auto"
     if kind in _device_cache:
         return _device_cache[kind]
-    if kind == "emulate":
-        from .emulate import EmulatedDevice
-        dev = EmulatedDevice()
+    if kind in EXTRA_DEVICES:
+        dev = EXTRA_DEVICES[kind]()
     else:
         reasons = []
         dev = None
         order = {"auto": ("pycuda", "cuda-python"), "pycuda": ("pycuda",),
                  "cuda-python": ("cuda-python",)}.get(kind)
         if order is None:
-            raise BackendUnavailable(f"unknown CUDA device kind {kind!r} (auto, pycuda, cuda-python, emulate)")
+            known = ", ".join(["auto", "pycuda", "cuda-python", *EXTRA_DEVICES])
+            raise BackendUnavailable(f"unknown CUDA device kind {kind!r} ({known})")
         for k in order:
             try:
                 dev = PycudaDevice() if k == "pycuda" else CudaPythonDevice()

@@ -65,7 +65,7 @@ def _check_kind(kind, body) -> None:
                          f"got {kind!r}")
     kernels = [get_op(o.opname).kernel for o in body.ops]
     for o, k in zip(body.ops, kernels):
-        if k == "own" or o.regions:
+        if k in ("scatter", "region") or o.regions:
             raise ShapeError(f"a 'fused' region cannot hold '{o.opname}' (it is a kernel of its own)")
     mms = kernels.count("matmul")
     reds = [o for o, k in zip(body.ops, kernels) if k == "reduce"]
@@ -108,7 +108,7 @@ def _fused_ref(xs, op):
 
 register(OpDef(
     name="fused", infer=_fused_infer, reference=_fused_ref,
-    attrs={"kind": AttrSpec("str")}, num_operands=None, has_region=True, kernel="own",
+    attrs={"kind": AttrSpec("str")}, num_operands=None, has_region=True, kernel="region",
     doc="A fused kernel: runs its region on its operands."))
 
 

@@ -214,5 +214,5 @@ register(OpDef(
     jvp=lambda b, op, ts: [None if ts[0] is None and ts[2] is None else b.scatter_add(
         ts[0] if ts[0] is not None else b.zeros_like(op.operands[0]), op.operands[1],
         ts[2] if ts[2] is not None else b.zeros_like(op.operands[2]), op.attrs["axis"])],
-    attrs={"axis": AttrSpec("int")}, num_operands=3, kernel="own",
+    attrs={"axis": AttrSpec("int")}, num_operands=3, kernel="scatter",
     doc="a with `updates` added at `indices` along `axis` (repeated indices accumulate)."))
