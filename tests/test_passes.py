@@ -40,7 +40,10 @@ from irgrad.passes import manager
 from irgrad.passes.fuse import FusePass
 from irgrad.passes.manager import PASSES, Pass, parse_pipeline, register_pass, run_pipeline
 from irgrad.ir.ops.kernel import kernel_scratch_bytes
+from irgrad.ir.core import Arena, InParam, Placement
 from irgrad.ir.plan import ALIGN, check_plan
+
+mem = Placement.of  # mem(0), mem(%w): a placement as the IR text writes it
 from irgrad.passes.memory import plan_memory
 from irgrad.passes.reverse_ad import ReverseADPass
 from irgrad.transforms.training import _spec_tree
@@ -91,11 +94,12 @@ def aligned(n: int) -> int:
 
 def _storage(arena, pbuf, place, t: TensorType) -> np.ndarray:
     """The bytes a placement names, as an array of type t (a view, writes go through)."""
-    if isinstance(place, int):
-        assert 0 <= place and place + t.nbytes <= arena.size, (place, t, arena.size)
-        raw = arena[place:place + t.nbytes]
+    if isinstance(place, Arena):
+        off = place.offset
+        assert 0 <= off and off + t.nbytes <= arena.size, (place, t, arena.size)
+        raw = arena[off:off + t.nbytes]
     else:
-        buf = pbuf[place]
+        buf = pbuf[place.param]
         assert buf.nbytes == t.nbytes, (place, t)
         raw = buf.reshape(-1).view(np.uint8)
     return raw.view(t.dtype.np).reshape(t.shape)
@@ -125,9 +129,9 @@ def run_planned(f: Function, args, use_plan: bool = True) -> list[np.ndarray]:
                 own[op.result] = np.array(get_op("const").reference([], op)[0], order="C", copy=True)
                 continue
             assert op.mem is not None, f"op '{op.opname}' has no placement"
-            places = [p for p in op.mem if not isinstance(p, tuple)]
+            places = op.mem.results
             if use_plan:
-                for _, off in (p for p in op.mem if isinstance(p, tuple)):
+                for off in op.mem.scratch:
                     n = kernel_scratch_bytes(op)  # the kernel's temporaries: garbage
                     arena[off:off + n] = rng.integers(0, 256, n, dtype=np.uint8)
             ins = [read(v) for v in op.operands]
@@ -149,7 +153,7 @@ def inplace_over_a_view(f: Function) -> bool:
     """Does the plan write a result over the bytes of a view (reshape) that its op reads?"""
     place = {}
     for op in f.ops:
-        for r, p in zip(op.results, [p for p in (op.mem or ()) if not isinstance(p, tuple)]):
+        for r, p in zip(op.results, op.mem.results if op.mem else ()):
             place[r] = p
     return any(v.op is not None and v.op.opname in VIEW_OPS and not v.op.regions
                and place.get(v) is not None and place.get(v) == place.get(r)
@@ -354,10 +358,10 @@ def test_plan_with_random_donation(prog, seed, data):
         planned = run_pipeline(f, pipeline)
         check_planned(planned, args)
         for op in planned.ops:  # every mem[%p] is a parameter the attribute allows
-            for p in (op.mem or ()):
-                if isinstance(p, Value) and not (op.opname in ("reshape", "stop_gradient")
-                                                  and op.operands[0] is p):
-                    r = op.results[[q for q in op.mem if not isinstance(q, tuple)].index(p)]
+            for r, place in zip(op.results, op.mem.results if op.mem else ()):
+                p = place.param if isinstance(place, InParam) else None
+                if p is not None and not (op.opname in ("reshape", "stop_gradient")
+                                          and op.operands[0] is p):
                     assert r in planned.outputs
                     i = planned.outputs.index(r)
                     assert planned.params[donate[i]] is p
@@ -430,14 +434,14 @@ def planned():
     f = run_pipeline(parse_fn(PLANNED), "plan-memory")
     ops = f.ops
     # the plan these tests edit: %0 and %1 live together, %2 in place over %0, %4 into %w
-    assert ops[0].mem == [0] and ops[1].mem == [64] and ops[2].mem == [0]
-    assert ops[4].mem == [f.params[0]]
+    assert ops[0].mem == mem(0) and ops[1].mem == mem(64) and ops[2].mem == mem(0)
+    assert ops[4].mem == mem(f.params[0])
     check_plan(f)
     return f
 
 
 def test_check_plan_catches_overlapping_live_buffers(planned):
-    planned.ops[1].mem = [0]  # tanh over exp's bytes while exp is still read by add
+    planned.ops[1].mem = mem(0)  # tanh over exp's bytes while exp is still read by add
     with pytest.raises(IrgradError, match="overlap"):
         check_plan(planned)
     args = [np.linspace(-1, 1, 16, dtype=np.float32), np.linspace(-2, 2, 16, dtype=np.float32)]
@@ -447,24 +451,24 @@ def test_check_plan_catches_overlapping_live_buffers(planned):
 
 
 def test_check_plan_catches_misaligned_offset(planned):
-    planned.ops[1].mem = [96]
+    planned.ops[1].mem = mem(96)
     with pytest.raises(IrgradError, match="misaligned"):
         check_plan(planned)
 
 
 def test_check_plan_catches_buffer_outside_the_arena(planned):
-    planned.ops[1].mem = [planned.attrs["arena_bytes"]]
+    planned.ops[1].mem = mem(planned.attrs["arena_bytes"])
     with pytest.raises(IrgradError, match="outside the arena"):
         check_plan(planned)
 
 
 def test_check_plan_catches_donated_parameter_read_after_write(planned):
     w = planned.params[0]
-    planned.ops[3].mem = [w]  # mul writes over %w, which it reads elementwise: allowed
-    planned.ops[4].mem = [64]
+    planned.ops[3].mem = mem(w)  # mul writes over %w, which it reads elementwise: allowed
+    planned.ops[4].mem = mem(64)
     check_plan(planned)
-    planned.ops[3].mem, planned.ops[4].mem = [64], [w]
-    planned.ops[2].mem = [w]  # add writes %w, which mul (op 3) still reads
+    planned.ops[3].mem, planned.ops[4].mem = mem(64), mem(w)
+    planned.ops[2].mem = mem(w)  # add writes %w, which mul (op 3) still reads
     with pytest.raises(IrgradError, match="overwrites %w, which op 3 still reads"):
         check_plan(planned)
     args = [np.linspace(-1, 1, 16, dtype=np.float32), np.linspace(-2, 2, 16, dtype=np.float32)]
@@ -478,7 +482,7 @@ func @t(%w: f32[4,4]) -> f32[4,4] attributes {donate=[0]} {
   return %0
 }
 """), "plan-memory")
-    f.ops[0].mem = [f.params[0]]
+    f.ops[0].mem = mem(f.params[0])
     with pytest.raises(IrgradError, match="cannot write over"):
         check_plan(f)
     del f.attrs["donate"]
@@ -490,7 +494,7 @@ def test_check_plan_catches_missing_or_absent_plans(planned):
     planned.ops[1].mem = None
     with pytest.raises(IrgradError, match="no placement"):
         check_plan(planned)
-    planned.ops[1].mem = [64, 128]
+    planned.ops[1].mem = mem(64, 128)
     with pytest.raises(IrgradError, match="placements"):
         check_plan(planned)
     with pytest.raises(IrgradError, match="no memory plan"):
@@ -508,10 +512,10 @@ func @s(%x: f32[8,16], %w: f32[16,4], %y: f32[4]) -> (f64[8,4], f32[4]) {
 }
 """), "fuse,plan-memory")
     kernel = next(op for op in f.ops if op.regions)
-    scratch = [p for p in kernel.mem if isinstance(p, tuple)]
+    scratch = kernel.mem.scratch
     assert scratch, print_function(f)
-    exp_offset = f.ops[0].mem[0]
-    kernel.mem = [p if not isinstance(p, tuple) else ("scratch", exp_offset) for p in kernel.mem]
+    exp_offset = f.ops[0].mem.results[0].offset
+    kernel.mem = Placement(kernel.mem.results, (exp_offset,))
     with pytest.raises(IrgradError, match="overlap"):
         check_plan(f)
 
@@ -530,7 +534,7 @@ def test_plan_in_place_over_a_view_is_sound():
     """The planner writes neg's result over exp's bytes, read through the reshape view,
     where exp dies: sound, as the arena simulation shows."""
     f = plan_memory(parse_fn(VIEW_THEN_IN_PLACE))
-    assert [op.mem for op in f.ops] == [[0], [0], [0]]
+    assert [op.mem for op in f.ops] == [mem(0), mem(0), mem(0)]
     assert inplace_over_a_view(f)
     x = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
     assert_same_results(run_planned(f, [x], use_plan=False), run_planned(f, [x]))
@@ -540,7 +544,7 @@ def test_check_plan_accepts_in_place_over_a_view():
     """check_plan once rejected this sound plan ('buffers overlap'), so plan-memory (and
     compile(backend='cpu')) failed on it."""
     f = run_pipeline(parse_fn(VIEW_THEN_IN_PLACE), "plan-memory")
-    assert [op.mem for op in f.ops] == [[0], [0], [0]]
+    assert [op.mem for op in f.ops] == [mem(0), mem(0), mem(0)]
     check_plan(assert_round_trips(f))
 
 
@@ -580,7 +584,8 @@ def test_workload_plan_is_tight(name):
     assert a["lower_bound_bytes"] <= a["arena_bytes"] <= 1.15 * a["lower_bound_bytes"]
     assert a["arena_bytes"] <= a["naive_bytes"]
     # the updated parameters are written over the old ones
-    donated = {p for op in o2.ops for p in (op.mem or ()) if isinstance(p, Value)}
+    donated = {p.param for op in o2.ops for p in (op.mem.results if op.mem else ())
+               if isinstance(p, InParam)}
     n_params = len(w.init_params())
     assert len(donated & set(o2.params[:n_params])) == n_params
     assert print_function(assert_round_trips(o2)) == print_function(o2)

@@ -21,6 +21,7 @@ from irgrad import f32, i32
 import workloads
 from irgrad.codegen.lowering import lower_function
 from irgrad.pytree import flatten
+from irgrad.ir.core import Placement
 from irgrad.ir.plan import check_plan
 from irgrad.transforms.training import _spec_tree
 
@@ -95,7 +96,7 @@ def test_a_donated_parameter_may_hold_other_values_while_dead():
 
 def test_plans_edited_in_python_are_verified_too():
     f = ig.parse(PLANNED).functions["f"]
-    f.ops[1].mem = [0]  # over %0, which add still reads
+    f.ops[1].mem = Placement.of(0)  # over %0, which add still reads
     with pytest.raises(ig.VerifyError, match="overlap"):
         ig.compile(f, backend="cpu", pipeline="O0")
     with pytest.raises(ig.IrgradError, match="overlap"):

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from ..errors import IrgradError
-from ..ir.core import Function, Operation, Value
+from ..ir.core import Function, InParam, Operation, Value
 from ..ir.indexing import Ix, Var, atom_vars, delinearize, linearize, result_index
 from ..ir.ops.kernel import STACK_ACCUMULATOR_LIMIT, gemm_accumulate_form, reduction_layout
 from ..ir.plan import check_plan, has_plan, is_view, placements
@@ -138,9 +138,10 @@ class ProgramBuilder:
         return Buf(f"const{slot}", slot, 0, dtype, arr.size)
 
     def buf_for(self, v: Value, placement, name: str) -> Buf:
-        if isinstance(placement, Value):
-            return Buf(f"%{placement.name}", self.param_slot[placement], 0, v.dtype, v.type.size)
-        return Buf(name, ARENA_SLOT, int(placement), v.dtype, v.type.size)
+        if isinstance(placement, InParam):
+            p = placement.param
+            return Buf(f"%{p.name}", self.param_slot[p], 0, v.dtype, v.type.size)
+        return Buf(name, ARENA_SLOT, placement.offset, v.dtype, v.type.size)
 
     def build(self) -> Program:
         for t, op in enumerate(self.f.ops):

@@ -8,6 +8,7 @@ op's results. Every walk over these structures is iterative, so 20,000-op chains
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import SourceLoc, TextSpan
@@ -42,6 +43,41 @@ class Value:
         return f"<Value {self.name or ''}:{self.type} from {where}>"
 
 
+@dataclass(frozen=True)
+class Arena:
+    """A result placed at a byte offset of the arena (`mem[64]`)."""
+
+    offset: int
+
+
+@dataclass(frozen=True)
+class InParam:
+    """A result written into (or viewing) a parameter's buffer (`mem[%w]`)."""
+
+    param: "Value"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """An op's memory plan (plan-memory, or hand-written IR; ir/plan.py proves it): one
+    place per result, and the arena offsets of its kernel's scratch buffers."""
+
+    results: tuple  # of Arena | InParam
+    scratch: tuple = ()  # of int
+
+    @staticmethod
+    def of(*places, scratch=()) -> "Placement":
+        """From arena offsets (ints) and parameters (Values): `Placement.of(0, w)`."""
+        return Placement(tuple(p if isinstance(p, (Arena, InParam)) else
+                               InParam(p) if isinstance(p, Value) else Arena(p) for p in places),
+                         tuple(scratch))
+
+    def remap(self, mapping: dict) -> "Placement":
+        """The same placement with parameters renamed through `mapping` (cloning)."""
+        return Placement(tuple(InParam(mapping.get(p.param, p.param)) if isinstance(p, InParam) else p
+                               for p in self.results), self.scratch)
+
+
 class Operation:
     """One op: `results = opname(operands) {attrs}`, optionally owning regions."""
 
@@ -59,9 +95,7 @@ class Operation:
         self.loc = loc
         self.span = span  # where the op was in parsed IR text (for verifier messages)
         self.parent: Block | None = None
-        # the memory plan (plan-memory): per result an arena offset (int) or the parameter
-        # Value whose buffer it is written into; ("scratch", offset) entries follow
-        self.mem: list | None = None
+        self.mem: Placement | None = None  # the memory plan, once there is one
 
     @property
     def result(self) -> Value:
@@ -204,7 +238,7 @@ def clone_ops_into(ops, target: Block, mapping: dict) -> None:
         new = Operation(op.opname, [mapping.get(v, v) for v in op.operands],
                         op.result_types, op.attrs, regions, op.loc, op.span)
         if op.mem is not None:
-            new.mem = [mapping.get(p, p) if isinstance(p, Value) else p for p in op.mem]
+            new.mem = op.mem.remap(mapping)
         for old_r, new_r in zip(op.results, new.results):
             new_r.name = old_r.name
             mapping[old_r] = new_r

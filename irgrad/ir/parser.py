@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from ..errors import ParseError, ShapeError, SourceLoc, TextSpan
-from .core import Block, Function, Module, Operation, Value
+from .core import Arena, Block, Function, InParam, Module, Operation, Placement, Value
 from .lexer import Token, tokenize
 from .registry import check_attrs, get_op
 from .types import DType, TensorType
@@ -231,19 +231,19 @@ class Parser:
         self.expect("}", "'}' to close the region")
         return block
 
-    def placement(self, scope) -> list:
+    def placement(self, scope) -> Placement:
         """`mem[OFFSET or %param, ...]` then optionally `scratch[OFFSET, ...]`."""
         self.expect("mem")
         self.expect("[", "'[' and the placement of each result")
-        places = []
+        places, scratch = [], []
         while True:
             if self.tok.kind == "int":
                 tok = self.next()
                 if int(tok.text) < 0:
                     raise self.error("an arena offset cannot be negative", tok)
-                places.append(int(tok.text))
+                places.append(Arena(int(tok.text)))
             else:
-                places.append(self.use(scope))
+                places.append(InParam(self.use(scope)))
             if not self.accept(","):
                 break
         self.expect("]", "',' or ']'")
@@ -251,11 +251,11 @@ class Parser:
             self.expect("[")
             while True:
                 tok = self.expect_kind("int", "a scratch offset")
-                places.append(("scratch", int(tok.text)))
+                scratch.append(int(tok.text))
                 if not self.accept(","):
                     break
             self.expect("]", "',' or ']'")
-        return places
+        return Placement(tuple(places), tuple(scratch))
 
     def loc(self) -> SourceLoc:
         self.expect("loc")

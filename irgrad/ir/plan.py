@@ -29,7 +29,9 @@ from __future__ import annotations
 import bisect
 import heapq
 
-from .core import Function, Operation, Value
+import numpy as np
+
+from .core import Arena, Function, InParam, Operation, Value
 from .ops.kernel import gemm_accumulate_form, kernel_scratch_bytes
 from .registry import get_op
 
@@ -128,10 +130,49 @@ def schedule_facts(f: Function):
     return pos, last, T
 
 
-def placements(op: Operation) -> tuple[list, list[int]]:
-    """(one placement per result, scratch offsets) of a planned op."""
-    mem = op.mem or ()
-    return [p for p in mem if not isinstance(p, tuple)], [p[1] for p in mem if isinstance(p, tuple)]
+def placements(op: Operation) -> tuple[tuple, tuple]:
+    """(one place per result: Arena or InParam, scratch offsets) of a planned op."""
+    mem = op.mem
+    return (mem.results, mem.scratch) if mem is not None else ((), ())
+
+
+def place_of(v: Value):
+    """The planned place (Arena or InParam) of a top-level value, or None (a constant, or
+    unplanned)."""
+    if isinstance(v.owner, Operation):
+        mem = v.owner.mem
+        return mem.results[v.owner.results.index(v)] if mem is not None else None
+    return InParam(v)  # a parameter is its own buffer
+
+
+def same_bytes_view(op: Operation) -> bool:
+    """Is op a view placed on its operand's own bytes (so no code runs for it)?"""
+    return is_view(op) and op.mem is not None and place_of(op.operands[0]) == op.mem.results[0]
+
+
+def result_place(f: Function, v: Value):
+    """Where result v of a planned function is after a run: ("param", index) (a parameter
+    returned, or a result written into or viewing its buffer), ("arena", offset), or
+    ("const", array) for a constant."""
+    if v in f.params:
+        return ("param", f.params.index(v))
+    op = v.op
+    if op.opname == "const":
+        return ("const", np.array(np.broadcast_to(op.attrs["value"], v.shape)))
+    place = op.mem.results[op.results.index(v)]
+    if isinstance(place, InParam):
+        return ("param", f.params.index(place.param))
+    return ("arena", place.offset)
+
+
+def written_params(f: Function) -> list[int]:
+    """Indices of the parameters whose buffers a planned function writes (donation)."""
+    out = set()
+    for op in f.ops:
+        for p in placements(op)[0]:
+            if isinstance(p, InParam) and not (is_view(op) and op.operands[0] is p.param):
+                out.add(f.params.index(p.param))
+    return sorted(out)
 
 
 def check_plan(f: Function) -> None:
@@ -172,12 +213,14 @@ def plan_problem(f: Function) -> tuple[str, Operation | None] | None:
         if len(scratch) != (1 if need else 0):
             return (f"op {t} ('{op.opname}') needs {'one scratch buffer of ' + str(need) + ' bytes' if need else 'no scratch'}, "
                     f"the plan gives it {len(scratch)}"), op
-        for ri, (r, p) in enumerate(zip(op.results, places)):
-            if isinstance(p, Value):
-                bad = _param_write_problem(op, t, ri, r, p, params, donated, returned, last, written)
+        for ri, (r, place) in enumerate(zip(op.results, places)):
+            if isinstance(place, InParam):
+                bad = _param_write_problem(op, t, ri, r, place.param, params, donated, returned,
+                                           last, written)
                 if bad:
                     return bad, op
                 continue
+            p = place.offset if isinstance(place, Arena) else None
             if isinstance(p, bool) or not isinstance(p, int):
                 return f"op {t} has a placement that is neither an offset nor a parameter", op
             if p % ALIGN or p < 0 or p + r.type.nbytes > arena:

@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from .core import Function, Module, Operation, Value
+from .core import Arena, Function, Module, Operation, Value
 from .types import DType
 
 LOC_COLUMN = 60
@@ -115,11 +115,10 @@ def format_attr(v) -> str:
 
 def format_placement(mem, namer) -> str:
     """The memory plan of an op: ` mem[OFFSET or %param, ...]` and ` scratch[OFFSET]`."""
-    places = [p for p in mem if not isinstance(p, tuple)]
-    scratch = [p[1] for p in mem if isinstance(p, tuple)]
-    text = " mem[" + ", ".join(str(p) if isinstance(p, int) else namer(p) for p in places) + "]"
-    if scratch:
-        text += " scratch[" + ", ".join(str(s) for s in scratch) + "]"
+    places = ", ".join(str(p.offset) if isinstance(p, Arena) else namer(p.param) for p in mem.results)
+    text = f" mem[{places}]"
+    if mem.scratch:
+        text += " scratch[" + ", ".join(str(s) for s in mem.scratch) + "]"
     return text
 
 

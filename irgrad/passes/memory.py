@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..ir.core import Function, Operation, Value
+from ..ir.core import Arena, Function, InParam, Operation, Placement, Value
 from ..ir.ops.kernel import kernel_scratch_bytes
 from ..ir.plan import aligned, check_plan, inplace_safe, is_view, schedule_facts
 from .manager import Pass, register_pass
@@ -56,6 +56,7 @@ def plan_memory(f: Function) -> Function:
     param_written: dict[Value, Value] = {}
     naive = 0
 
+    places_of: dict[Operation, tuple[list, list]] = {}  # op -> (storage or param per result, scratch)
     for t, op in enumerate(f.ops):
         op.mem = None
         if op.opname == "const":
@@ -102,20 +103,19 @@ def plan_memory(f: Function) -> Function:
             st.size = max(st.size, aligned(r.type.nbytes))
             storage_of[r] = st
             placements.append(st)
-        scratch = kernel_scratch_bytes(op)
-        if scratch:
-            st = _Storage(aligned(scratch), t, t, [])
+        scratch = []
+        need = kernel_scratch_bytes(op)
+        if need:
+            st = _Storage(aligned(need), t, t, [])
             storages.append(st)
-            placements.append(("scratch", st))
-        op.mem = placements
+            scratch.append(st)
+        places_of[op] = (placements, scratch)
 
     arena = _assign_offsets(storages)
     lower = _lower_bound(storages, T)
-    for op in f.ops:
-        if op.mem is None:
-            continue
-        op.mem = [p.offset if isinstance(p, _Storage) else ("scratch", p[1].offset)
-                  if isinstance(p, tuple) else p for p in op.mem]
+    for op, (results, scratch) in places_of.items():
+        op.mem = Placement(tuple(Arena(p.offset) if isinstance(p, _Storage) else InParam(p) for p in results),
+                           tuple(st.offset for st in scratch))
     f.attrs = {k: v for k, v in f.attrs.items() if k not in ("arena_bytes", "naive_bytes", "lower_bound_bytes")}
     f.attrs.update(arena_bytes=arena, naive_bytes=naive, lower_bound_bytes=lower)
     return f

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import IrgradError
 from ..ir.core import Function as IrFunction
-from ..ir.plan import is_view
+from ..ir.plan import same_bytes_view
 from ..passes.manager import run_pipeline
 
 KEYS = ("pipeline", "ops", "kernels", "arena_bytes", "naive_bytes", "lower_bound_bytes",
@@ -37,20 +37,7 @@ def random_inputs(irf: IrFunction, seed: int = 0) -> list[np.ndarray]:
 
 def count_kernels(planned: IrFunction) -> int:
     """Top-level ops that run code: everything but constants and in-place views."""
-    n = 0
-    for op in planned.ops:
-        if op.opname == "const":
-            continue
-        if is_view(op) and op.mem is not None:
-            src = op.operands[0]
-            if src.op is not None and src.op.mem is not None:
-                i = src.op.results.index(src)
-                if src.op.mem[i] == op.mem[0]:
-                    continue
-            elif src in planned.params and op.mem[0] is src:
-                continue
-        n += 1
-    return n
+    return sum(1 for op in planned.ops if op.opname != "const" and not same_bytes_view(op))
 
 
 def bench_function(fn, pipelines, backend: str = "cpu", repeat: int = 0, threads: int | None = None,

@@ -249,7 +249,8 @@ def cmd_memplan(args) -> int:
     from .plots import memory_plan_figure
     fn = load_target(args.target)
     ir = _planned(fn, args.pipeline, args.grad)
-    if "arena_bytes" not in ir.attrs or not ir.ops or ir.ops[-1].mem is None:
+    from ..ir.plan import has_plan
+    if not has_plan(ir):
         ir = run_pipeline(ir, "plan-memory")  # as codegen does
     path = memory_plan_figure(ir, args.output or f"{ir.name}-memory.png")
     print(f"wrote {path}: arena {ir.attrs['arena_bytes']} bytes, naive {ir.attrs['naive_bytes']}, "

@@ -28,7 +28,7 @@ import textwrap
 
 from ..errors import IrgradError
 from ..ir.plan import is_view
-from ..ir.core import Function, Operation, Value
+from ..ir.core import Arena, Function, InParam, Operation, Value
 from ..ir.printer import _Namer, format_attr, format_placement, format_scalar
 
 # --- names as the printer gives them -----------------------------------------------------------
@@ -319,7 +319,7 @@ def memory_intervals(f: Function) -> list[dict]:
     """The buffers of a memory plan: one dict per arena placement (views of a buffer and
     results written into parameter buffers are left out)."""
     from ..ir.ops.kernel import kernel_scratch_bytes
-    from ..ir.plan import is_view, schedule_facts
+    from ..ir.plan import same_bytes_view, schedule_facts
     if "arena_bytes" not in f.attrs:
         raise IrgradError(f"@{f.name} has no memory plan (run a pipeline that ends with "
                           f"plan-memory)")
@@ -329,25 +329,19 @@ def memory_intervals(f: Function) -> list[dict]:
     for t, op in enumerate(f.ops):
         if op.mem is None:
             continue
-        places = [p for p in op.mem if not isinstance(p, tuple)]
         kind = str(op.attrs.get("kind", "loop")) if op.opname == "fused" else "op"
-        for r, p in zip(op.results, places):
-            if not isinstance(p, int):
+        if same_bytes_view(op):
+            continue  # a view: the same bytes as its operand
+        for r, p in zip(op.results, op.mem.results):
+            if not isinstance(p, Arena):
                 continue  # written into a parameter's buffer, or a view of one
-            if is_view(op):
-                src = op.operands[0]
-                if src.op is not None and src.op.mem is not None:
-                    i = src.op.results.index(src)
-                    if src.op.mem[i] == p:
-                        continue  # a view: the same bytes as its operand
-            out.append({"name": names(r), "offset": p, "size": r.type.nbytes, "start": t,
+            out.append({"name": names(r), "offset": p.offset, "size": r.type.nbytes, "start": t,
                         "end": last.get(r, t), "kind": kind, "type": str(r.type),
                         "result": r in f.outputs, "op": op.opname})
-        for p in op.mem:
-            if isinstance(p, tuple):
-                out.append({"name": "scratch", "offset": p[1], "size": kernel_scratch_bytes(op),
-                            "start": t, "end": t, "kind": "scratch", "type": "", "result": False,
-                            "op": op.opname})
+        for off in op.mem.scratch:
+            out.append({"name": "scratch", "offset": off, "size": kernel_scratch_bytes(op),
+                        "start": t, "end": t, "kind": "scratch", "type": "", "result": False,
+                        "op": op.opname})
     return out
 
 
@@ -416,8 +410,8 @@ def memory_plan_figure(f: Function, path: str, title: str | None = None) -> str:
     kinds = [k for k in MEM_COLORS if any(b["kind"] == k for b in bufs)]
     handles = [Patch(facecolor=MEM_COLORS[k], edgecolor="#333333", label=MEM_LABELS[k],
                      hatch="//" if k == "scratch" else None) for k in kinds]
-    donated = sum(1 for op in f.ops if op.mem for p in op.mem if isinstance(p, Value)
-                  and not (is_view(op) and op.operands[0] is p))
+    donated = sum(1 for op in f.ops if op.mem for p in op.mem.results if isinstance(p, InParam)
+                  and not (is_view(op) and op.operands[0] is p.param))
     if donated:
         handles.append(Patch(facecolor="white", edgecolor="white",
                              label=f"+{donated} results written into parameter buffers"))

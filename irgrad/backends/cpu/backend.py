@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...ir.core import Function as IrFunction, Value, clone_function
-from ...ir.plan import has_plan, is_view, placements
+from ...ir.core import Function as IrFunction, clone_function
+from ...ir.plan import has_plan, result_place, written_params
 from ...ir.printer import print_function
 from ...codegen.kernel_ir import GemmKernel
 from ...codegen.lowering import default_threads, lower_function, plan_for_codegen, unsupported
@@ -138,7 +138,7 @@ class NativeProgram:
         self._entry = _ENTRY(self.jit.entry_address)
         self.param_slots = [1 + i for i in range(len(ir.params))]
         self.outputs = [tuple(o) if o[0] != "const" else ("const", constants[o[1]]) for o in meta["outputs"]]
-        self.written_params = _written_params(planned)
+        self.written_params = written_params(planned)
         self._pool: list[Memory] = []
         self._pool_lock = threading.Lock()
         self.last_memory: Memory | None = None
@@ -158,7 +158,7 @@ class NativeProgram:
         constants = dict(program.constants)
         outputs = []
         for v in planned.outputs:
-            src = _output_source(planned, v)
+            src = result_place(planned, v)
             if src[0] == "const":
                 slot = -(len(outputs) + 1)  # results that are constants get keys of their own
                 constants[slot] = src[1]
@@ -246,17 +246,6 @@ class NativeProgram:
         return where
 
 
-def _written_params(planned: IrFunction) -> list[int]:
-    """Indices of the parameters whose buffers the plan writes (donation)."""
-    out = set()
-    for op in planned.ops:
-        places, _ = placements(op)
-        for p in places:
-            if isinstance(p, Value) and not (is_view(op) and op.operands[0] is p):
-                out.add(planned.params.index(p))
-    return sorted(out)
-
-
 def _validated_entry(ir: IrFunction, meta: dict, blobs: dict, constants: dict) -> IrFunction:
     """The planned IR of a cache entry, after checking that the entry is the program of
     `ir` as its plan describes it (raises otherwise): the plan parses and verifies (the
@@ -278,7 +267,7 @@ def _validated_entry(ir: IrFunction, meta: dict, blobs: dict, constants: dict) -
         if names[slot] != f"const {arr.dtype}{list(arr.shape)}":
             raise ValueError("constant")
     for i, (v, o) in enumerate(zip(planned.outputs, meta["outputs"])):
-        want = _output_source(planned, v)
+        want = result_place(planned, v)
         if want[0] == "const":
             if o[0] != "const" or not np.array_equal(constants[o[1]], want[1], equal_nan=True) \
                     or constants[o[1]].dtype != want[1].dtype:
@@ -288,19 +277,6 @@ def _validated_entry(ir: IrFunction, meta: dict, blobs: dict, constants: dict) -
     if len(meta["outputs"]) != len(planned.outputs):
         raise ValueError("results")
     return planned
-
-
-def _output_source(planned: IrFunction, v: Value):
-    """How to read a result after a call: ('param', i), ('arena', offset), ('const', x)."""
-    if v in planned.params:
-        return ("param", planned.params.index(v))
-    op = v.op
-    if op.opname == "const":
-        return ("const", np.array(np.broadcast_to(op.attrs["value"], v.shape)))
-    place = [p for p in op.mem if not isinstance(p, tuple)][op.results.index(v)]
-    if isinstance(place, Value):
-        return ("param", planned.params.index(place))
-    return ("arena", int(place))
 
 
 def _save_constants(constants: dict) -> bytes:

@@ -35,30 +35,12 @@ import time
 import numpy as np
 
 from ...errors import ArgumentError, IrgradError
-from ...ir.core import Function as IrFunction, Value
+from ...ir.core import Function as IrFunction
+from ...ir.plan import result_place
 from ...codegen.lowering import lower_function, plan_for_codegen, unsupported
 from .cexpr import ExprRenderer
 from .renderer import render_cuda_program
 from .runtime import get_device
-
-def output_sources(ir: IrFunction) -> list[tuple]:
-    """Where each result is after a run: ('param', i), ('arena', offset) or ('const', array)."""
-    out = []
-    for v in ir.outputs:
-        if v in ir.params:
-            out.append(("param", ir.params.index(v)))
-            continue
-        op = v.op
-        if op.opname == "const":
-            out.append(("const", np.array(np.broadcast_to(op.attrs["value"], v.shape))))
-            continue
-        place = [p for p in op.mem if not isinstance(p, tuple)][op.results.index(v)]
-        if isinstance(place, Value):
-            out.append(("param", ir.params.index(place)))
-        else:
-            out.append(("arena", int(place)))
-    return out
-
 
 class DeviceProgram:
     """A lowered program resident on a device (see the module docstring)."""
@@ -83,7 +65,7 @@ class DeviceProgram:
             device.htod(self.addrs[slot], arr)
         self.addrs[self.cuda.scratch_slot] = self._alloc(max(self.cuda.scratch_bytes, 256))
         self.param_slots = [1 + i for i in range(len(ir.params))]
-        self.outputs = output_sources(ir)
+        self.outputs = [result_place(ir, v) for v in ir.outputs]
         device.synchronize()
 
     def _alloc(self, nbytes: int) -> int:
@@ -278,4 +260,4 @@ class CudaStep:
             self.device.synchronize()
 
 
-__all__ = ["CudaFunction", "CudaStep", "DeviceProgram", "output_sources"]
+__all__ = ["CudaFunction", "CudaStep", "DeviceProgram"]

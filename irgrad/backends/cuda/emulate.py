@@ -227,11 +227,11 @@ class EmulatedProgram:
 def run_emulated(planned_ir, args, **render_options) -> list[np.ndarray]:
     """Results of a memory-planned IR function, every kernel run by the emulator."""
     from ...codegen.lowering import lower_function
-    from .backend import output_sources
+    from ...ir.plan import result_place
     ep = EmulatedProgram(lower_function(planned_ir), **render_options)
     ep.run(args)
     outs = []
-    for (kind, where), t in zip(output_sources(planned_ir), planned_ir.result_types):
+    for (kind, where), t in zip([result_place(planned_ir, v) for v in planned_ir.outputs], planned_ir.result_types):
         if kind == "arena":
             outs.append(np.array(ep.arena_view(where, t)))
         elif kind == "param":
