@@ -40,15 +40,16 @@ from irgrad.passes import manager
 from irgrad.passes.fuse import FusePass
 from irgrad.passes.manager import PASSES, Pass, parse_pipeline, register_pass, run_pipeline
 from irgrad.ir.ops.kernel import kernel_scratch_bytes
-from irgrad.ir.core import Arena, InParam, Placement
+from irgrad.ir.core import Arena, InParam, Placement, clone_function
 from irgrad.ir.plan import ALIGN, check_plan
-
-mem = Placement.of  # mem(0), mem(%w): a placement as the IR text writes it
+from irgrad.passes.manager import PassResult
 from irgrad.passes.memory import plan_memory
 from irgrad.passes.reverse_ad import ReverseADPass
 from irgrad.transforms.training import _spec_tree
 
 from strategies import programs
+
+mem = Placement.of  # mem(0), mem(%w): a placement as the IR text writes it
 
 PASS_NAMES = ["constant-fold", "simplify", "cse", "dce", "fuse", "plan-memory"]
 PRESETS = ["O0", "O1", "O2"]
@@ -413,6 +414,97 @@ def test_o2_reaches_the_o1_fixpoint_too():
     o2 = run_pipeline(f, "O2")
     assert "max" not in print_function(o2)
     check_plan(o2)
+
+
+# --- passes report whether they changed anything ------------------------------------------
+
+@settings(max_examples=80, deadline=None)
+@given(programs(max_ops=12))
+def test_passes_report_exactly_when_they_change(prog):
+    """`changed` is the truth: the printed IR differs exactly when a pass says it changed
+    (the O1 fixpoint relies on it), on random programs and on their O1/O2 output."""
+    for start in (prog.function, run_pipeline(prog.function, "O1")):
+        for name in ["constant-fold", "simplify", "cse", "dce", "fuse"]:
+            (p,) = parse_pipeline(name)
+            f = clone_function(start)
+            before = print_function(f)
+            result = p.apply(f)
+            assert isinstance(result, PassResult)
+            assert result.changed == (print_function(result.function) != before), name
+
+
+def test_o1_rounds_follow_the_reported_changes():
+    """The fixpoint runs another round only when a pass of the last one changed
+    something; later rounds show (print, dump) only the passes that changed the IR."""
+    f = parse_fn(O1_FEEDS_ITSELF)
+    out = io.StringIO()
+    run_pipeline(f, "O1", print_after_all=True, time_passes=True, stream=out)
+    labels = [label for label, _ in _dumps(out.getvalue().split("===-")[0])]
+    o1 = ["constant-fold", "simplify", "cse", "dce"]
+    assert labels[:4] == [f"IR Dump After {p} (@f)" for p in o1]
+    assert len(labels) > 4  # cse exposed work for simplify: a second round showed it
+    timed = re.findall(r"^\s+[0-9.]+\s+[0-9.]+\s+(\S+)$", out.getvalue(), flags=re.M)
+    assert len(timed) % 4 == 0 and timed == o1 * (len(timed) // 4)  # whole rounds ran
+    assert len(timed) // 4 <= manager.FIXPOINT_PRESETS["O1"]
+    # on its own output, one quiet round: nothing changes, so nothing more is shown
+    out = io.StringIO()
+    once = run_pipeline(f, "O1")
+    run_pipeline(once, "O1", print_after_all=True, stream=out)
+    assert [label for label, _ in _dumps(out.getvalue())] == [
+        f"IR Dump After {p} (@f)" for p in o1]
+
+
+def test_a_pass_that_only_runs_counts_as_changing(tmp_path):
+    """A pass written with run() alone is taken to change the IR; one that implements
+    neither apply() nor run(), or whose option type pipeline text cannot spell, is refused
+    when registered; option types come from the annotations."""
+    calls = []
+
+    @dataclass(frozen=True)
+    class Counting(Pass):
+        name: ClassVar[str] = "test-counting"
+        scale: float = 1.0
+        label: str = "x"
+        on: bool = False
+        axes: tuple[int, ...] = ()
+
+        def run(self, f):
+            calls.append(self)
+            return f
+
+    register_pass(Counting)
+    try:
+        (p,) = parse_pipeline("test-counting{scale=2.5, label=hello, on=true, axes=[1,2]}")
+        assert p == Counting(2.5, "hello", True, (1, 2))
+        assert parse_pipeline(p.spec()) == [p]
+        assert p.apply(parse_fn(SMALL)).changed is True
+        with pytest.raises(ig.PipelineError, match="'scale' of pass 'test-counting' expects a number"):
+            parse_pipeline("test-counting{scale=big}")
+        with pytest.raises(ig.PipelineError, match="'axes' .* expects a list of integers"):
+            Counting(axes=(-1,))
+        with pytest.raises(ig.PipelineError, match="'on' .* expects true or false, got 1"):
+            Counting(on=1)
+    finally:
+        del PASSES["test-counting"]
+
+    @dataclass(frozen=True)
+    class Nothing(Pass):
+        name: ClassVar[str] = "test-nothing"
+
+    with pytest.raises(TypeError, match="neither apply"):
+        register_pass(Nothing)
+
+    @dataclass(frozen=True)
+    class OddOption(Pass):
+        name: ClassVar[str] = "test-odd"
+        table: dict = None
+
+        def run(self, f):
+            return f
+
+    with pytest.raises(TypeError, match="option 'table' of pass 'test-odd' has the type"):
+        register_pass(OddOption)
+    assert "test-nothing" not in PASSES and "test-odd" not in PASSES
 
 
 # --- memory plans: check_plan rejects broken plans ---------------------------------------

@@ -8,8 +8,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir.core import Block, Function
-from ..ir.rewrite import remove_dead_ops, replace_all_uses
-from .manager import Pass, register_pass
+from ..ir.rewrite import blocks, remove_dead_ops, rewrite_block
+from .manager import Pass, PassResult, register_pass
 
 
 def _attr_key(v):
@@ -20,33 +20,27 @@ def _attr_key(v):
     return v
 
 
-def cse_block(block: Block) -> int:
-    """Replace each op by an earlier identical one (same name, operands, attributes and
-    types); returns how many were removed. Ops with regions are compared by identity."""
-    seen: dict = {}
-    replace: dict = {}
-    kept = []
-    for op in block.ops:
-        op.operands = [replace.get(v, v) for v in op.operands]
+class CommonOps:
+    """The cse rule: an op identical to an earlier one (same name, operands, attributes
+    and types) is replaced by it. Ops with regions are compared by identity (kept)."""
+
+    def __init__(self):
+        self.seen: dict = {}
+
+    def __call__(self, rw, op):
         if op.regions:
-            kept.append(op)
-            continue
+            return None
         key = (op.opname, tuple(id(v) for v in op.operands),
                tuple(sorted((k, _attr_key(a)) for k, a in op.attrs.items())),
                tuple(op.result_types))
-        prev = seen.get(key)
-        if prev is None:
-            seen[key] = op
-            kept.append(op)
-        else:
-            replace.update(zip(op.results, prev.results))
-    removed = len(block.ops) - len(kept)
-    block.ops[:] = kept
-    replace_all_uses(block, replace)
-    for op in block.ops:
-        for r in op.regions:
-            cse_block(r)
-    return removed
+        prev = self.seen.setdefault(key, op)
+        return None if prev is op else prev.results
+
+
+def cse_block(block: Block) -> int:
+    """cse in `block` and in every region nested in it (each block on its own: a region
+    sees nothing of the block around it); returns how many ops were removed."""
+    return sum(rewrite_block(blk, CommonOps()) for blk in list(blocks(block)))
 
 
 @register_pass
@@ -56,17 +50,12 @@ class CSEPass(Pass):
 
     name: ClassVar[str] = "cse"
 
-    def run(self, f: Function) -> Function:
-        cse_block(f.body)
-        return f
+    def apply(self, f: Function) -> PassResult:
+        return PassResult(f, cse_block(f.body) > 0)
 
 
 def dce_block(block: Block) -> int:
-    removed = remove_dead_ops(block)
-    for op in block.ops:
-        for r in op.regions:
-            removed += dce_block(r)
-    return removed
+    return sum(remove_dead_ops(blk) for blk in list(blocks(block)))
 
 
 @register_pass
@@ -76,6 +65,5 @@ class DCEPass(Pass):
 
     name: ClassVar[str] = "dce"
 
-    def run(self, f: Function) -> Function:
-        dce_block(f.body)
-        return f
+    def apply(self, f: Function) -> PassResult:
+        return PassResult(f, dce_block(f.body) > 0)

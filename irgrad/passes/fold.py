@@ -13,34 +13,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..ir.builder import Builder
-from ..ir.core import Block, Function, Operation
+from ..ir.core import Function
 from ..ir.registry import get_op
-from ..ir.rewrite import replace_all_uses
-from .manager import Pass, register_pass
-
-
-def const_value(op: Operation | None) -> np.ndarray | None:
-    """The full value of a `const` op (splats broadcast), else None."""
-    if op is None or op.opname != "const":
-        return None
-    return np.broadcast_to(op.attrs["value"], op.result.type.shape)
-
-
-def splat_value(v) -> float | int | bool | None:
-    """The number a value is filled with, if it is a splat constant."""
-    op = v.op
-    if op is None or op.opname != "const" or op.attrs["value"].ndim != 0:
-        return None
-    return op.attrs["value"].item()
+from ..ir.rewrite import const_value, rewrite_block
+from .manager import Pass, PassResult, register_pass
 
 
 def as_compact_constant(arr: np.ndarray) -> np.ndarray:
     """A 0-d array when every element is equal (bitwise, so -0.0 and NaN are kept apart)."""
     arr = np.ascontiguousarray(arr)
-    if arr.ndim == 0:
-        return arr.copy()
-    if arr.size == 0:
+    if arr.ndim == 0 or arr.size == 0:
         return arr.copy()
     flat = arr.reshape(-1).view(np.uint8).reshape(arr.size, arr.itemsize)
     if (flat == flat[0]).all():
@@ -48,40 +30,23 @@ def as_compact_constant(arr: np.ndarray) -> np.ndarray:
     return arr.copy()
 
 
-def fold_block(block: Block, max_elements: int) -> int:
-    folded = 0
-    replace = {}
-    new_ops = []
-    tmp = Block()
-    b = Builder(tmp)
-    for op in block.ops:
-        op.operands = [replace.get(v, v) for v in op.operands]
-        opdef = get_op(op.opname)
+def fold_rule(max_elements: int):
+    def rule(rw, op):
         if (not op.operands or op.regions or len(op.results) != 1
                 or any(v.op is None or v.op.opname != "const" for v in op.operands)):
-            new_ops.append(op)
-            continue
+            return None
         inputs = [const_value(v.op) for v in op.operands]
         with np.errstate(all="ignore"):
             try:
-                value = np.asarray(opdef.reference(inputs, op)[0], dtype=op.result.dtype.np)
+                value = np.asarray(get_op(op.opname).reference(inputs, op)[0],
+                                   dtype=op.result.dtype.np)
             except Exception:  # noqa: BLE001 - e.g. a gather index out of range: leave it to run time
-                new_ops.append(op)
-                continue
+                return None
         compact = as_compact_constant(value)
         if compact.ndim != 0 and compact.size > max_elements:
-            new_ops.append(op)
-            continue
-        b.loc = op.loc
-        c = b.const(compact, op.result.type)
-        tmp.ops.clear()
-        c.owner.parent = block
-        new_ops.append(c.owner)
-        replace[op.result] = c
-        folded += 1
-    block.ops[:] = new_ops
-    replace_all_uses(block, replace)
-    return folded
+            return None
+        return rw.b.const(compact, op.result.type)
+    return rule
 
 
 @register_pass
@@ -92,6 +57,5 @@ class ConstantFoldPass(Pass):
     name: ClassVar[str] = "constant-fold"
     max_elements: int = field(default=4096, metadata={"min": 0})
 
-    def run(self, f: Function) -> Function:
-        fold_block(f.body, self.max_elements)
-        return f
+    def apply(self, f: Function) -> PassResult:
+        return PassResult(f, rewrite_block(f.body, fold_rule(self.max_elements)) > 0)

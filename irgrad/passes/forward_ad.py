@@ -58,7 +58,7 @@ class ForwardADPass(Pass):
     (`wrt`: indices, default all float parameters); returns results, then tangents."""
 
     name: ClassVar[str] = "forward-ad"
-    wrt: tuple = ()
+    wrt: tuple[int, ...] = ()
 
     def run(self, f: Function) -> Function:
         return forward_ad(f, self.wrt, name=f.name)

@@ -45,7 +45,7 @@ from typing import ClassVar
 from ..ir.core import Block, Function, Operation, Value, clone_ops_into, compute_uses
 from ..ir.registry import get_op
 from ..ir.rewrite import remove_dead_ops
-from .manager import Pass, register_pass
+from .manager import Pass, PassResult, register_pass
 from .patterns import is_concat, operand_matrix_view, permutes, result_matrix_view, view_chain, writer_chain
 
 
@@ -396,8 +396,12 @@ class _Fuser:
             self._scan(a, sharing, consider)
 
     # -- step 4: rebuild the function ---------------------------------------------------------
-    def rebuild(self) -> None:
+    def rebuild(self) -> bool:
+        """Replace the body by the kernels in schedule order; returns whether that changed
+        it (a kernel was made, or the ops were reordered)."""
         order = self.schedule()
+        original = [id(op) for op in self.f.body.ops]
+        kept: list[int] = []
         read_elsewhere: set[Value] = set()
         for k in self.kernels:
             read_elsewhere.update(self.inputs(k))
@@ -411,6 +415,7 @@ class _Fuser:
             if len(members) == 1 and (members[0].regions or len(homes_out) == len(members[0].results)):
                 op = members[0]
                 clone_ops_into([op], _Sink(new_ops, body), mapping)
+                kept.append(id(op))
                 continue
             region = Block([v.type for v in ins])
             inner = dict(zip(ins, region.args))
@@ -425,6 +430,7 @@ class _Fuser:
                 mapping[h] = r
         body.ops[:] = new_ops
         body.outputs = [mapping.get(v, v) for v in body.outputs]
+        return kept != original
 
     def schedule(self) -> list[_Kernel]:
         deps = {k: self.deps(k) for k in self.kernels}
@@ -476,10 +482,12 @@ class _Sink(Block):
         return op
 
 
-def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> Function:
-    remove_dead_ops(f.body)
+def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> bool:
+    """Fuse `f` in place; returns whether anything changed (dead ops removed, kernels
+    made, or ops reordered)."""
+    removed = remove_dead_ops(f.body)
     if not f.ops:
-        return f
+        return removed > 0
     fz = _Fuser(f, max_ops, max_recompute)
     fz.decide_materialized()
     fz.make_kernels()
@@ -489,8 +497,7 @@ def fuse_function(f: Function, max_ops: int = 64, max_recompute: int = 4) -> Fun
     fz.fuse_concat_writers()
     fz.fuse_prologues()
     fz.fuse_siblings()
-    fz.rebuild()
-    return f
+    return fz.rebuild() or removed > 0
 
 
 @register_pass
@@ -504,5 +511,5 @@ class FusePass(Pass):
     max_ops: int = field(default=64, metadata={"min": 1})
     max_recompute: int = field(default=4, metadata={"min": 0})
 
-    def run(self, f: Function) -> Function:
-        return fuse_function(f, self.max_ops, self.max_recompute)
+    def apply(self, f: Function) -> PassResult:
+        return PassResult(f, fuse_function(f, self.max_ops, self.max_recompute))

@@ -4,7 +4,8 @@ A pass is a small frozen dataclass with a kebab-case `name`; its fields are exac
 options, so `fuse{max-ops=32}` parses straight into `FusePass(max_ops=32)`. Pipelines are
 comma-separated pass names with optional `{key=value, ...}` options; the presets `O0`,
 `O1`, `O2` expand in place and can be mixed with passes (`"O1,fuse"`). O1's passes repeat
-until a round changes nothing (at most 4 rounds), so O1 applied twice equals O1 once.
+until a round changes nothing, as the passes report it (at most 4 rounds), so O1 applied
+twice equals O1 once.
 
 `run_pipeline` never mutates its input: it works on a copy, verifies the input and the
 result of every pass (unless `verify=False`), and offers print-before/after hooks, `--print-after=NAME`,
@@ -18,8 +19,9 @@ import os
 import re
 import sys
 import time
+import typing
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from ..errors import PipelineError, VerifyError
 from ..ir.core import Function, Module, clone_function
@@ -41,8 +43,20 @@ FIXPOINT_PRESETS = {"O1": 4}  # preset -> most rounds
 
 
 @dataclass(frozen=True)
+class PassResult:
+    """What a pass gives back: the function (its input, changed in place, or a new one)
+    and whether it changed anything (the pass manager's fixpoint stops on False)."""
+
+    function: Function
+    changed: bool
+
+
+@dataclass(frozen=True)
 class Pass:
-    """Base class: subclasses set `name` and implement `run(function) -> function`."""
+    """Base class: subclasses set `name` and implement `apply(function) -> PassResult`
+    (a pass that only implements `run(function) -> function` is taken to change the IR
+    whenever it runs). Fields are options; their annotations are their types (bool, int,
+    float, str, tuple[int, ...]) and a field's metadata may give its least value ("min")."""
 
     name: ClassVar[str] = ""
     # A memory plan describes one exact list of ops, so it is removed before any pass that
@@ -50,27 +64,23 @@ class Pass:
     preserves_plan: ClassVar[bool] = False
 
     def __post_init__(self):
-        # options are checked when a pass is made, from text or from Python: a field's
-        # metadata may give its least value ("min")
+        # options are checked when a pass is made, from text or from Python
         for fld in dataclasses.fields(self):
-            v = getattr(self, fld.name)
-            key = fld.name.replace("_", "-")
-            default = fld.default
-            if isinstance(default, bool) and not isinstance(v, bool) or \
-                    isinstance(default, int) and not isinstance(default, bool) and (
-                        isinstance(v, bool) or not isinstance(v, int)):
-                raise PipelineError(f"option '{key}' of pass '{self.name}' expects "
-                                    f"{'true or false' if isinstance(default, bool) else 'an integer'}, got {v!r}")
-            if isinstance(default, tuple) and (not isinstance(v, tuple) or any(
-                    isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v)):
-                raise PipelineError(f"option '{key}' of pass '{self.name}' expects a list of "
-                                    f"non-negative integers, got {v!r}")
+            v, key = getattr(self, fld.name), fld.name.replace("_", "-")
+            kind = _option_kind(type(self), fld)
+            if not kind.accepts(v):
+                raise PipelineError(f"option '{key}' of pass '{self.name}' expects {kind.words}, "
+                                    f"got {v!r}")
             least = fld.metadata.get("min")
             if least is not None and v < least:
                 raise PipelineError(f"option '{key}' of pass '{self.name}' must be at least {least}, got {v}")
 
-    def run(self, f: Function) -> Function:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def apply(self, f: Function) -> PassResult:
+        return PassResult(self.run(f), True)
+
+    def run(self, f: Function) -> Function:
+        """The pass's result alone (for passes that implement `apply`)."""
+        return self.apply(f).function
 
     def spec(self) -> str:
         """The pass as pipeline text, options included (`fuse{max-ops=32}`)."""
@@ -78,23 +88,70 @@ class Pass:
         for fld in dataclasses.fields(self):
             v = getattr(self, fld.name)
             if v != fld.default:
-                opts.append(f"{fld.name.replace('_', '-')}={_format_option(v)}")
+                opts.append(f"{fld.name.replace('_', '-')}={_option_kind(type(self), fld).format(v)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+@dataclass(frozen=True)
+class OptionKind:
+    """How an option type reads from pipeline text, checks and prints."""
+
+    words: str  # for error messages: "expects an integer"
+    accepts: Callable
+    parse: Callable  # text -> value; raises ValueError
+    format: Callable = str
+
+
+def _parse_bool(raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise ValueError(raw)
+    return raw == "true"
+
+
+def _parse_ints(raw: str) -> tuple:
+    inner = raw.strip()
+    if not (inner.startswith("[") and inner.endswith("]")):
+        raise ValueError(raw)
+    inner = inner[1:-1].strip()
+    return tuple(int(x) for x in inner.split(",")) if inner else ()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+OPTION_KINDS = {
+    bool: OptionKind("true or false", lambda v: isinstance(v, bool), _parse_bool,
+                     lambda v: "true" if v else "false"),
+    int: OptionKind("an integer", _is_int, int),
+    float: OptionKind("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                      float),
+    str: OptionKind("a string", lambda v: isinstance(v, str), lambda raw: raw),
+    tuple[int, ...]: OptionKind(
+        "a list of integers >= 0, like [0, 1]",
+        lambda v: isinstance(v, tuple) and all(_is_int(x) and x >= 0 for x in v), _parse_ints,
+        lambda v: "[" + ",".join(str(x) for x in v) + "]"),
+}
+
+
+def _option_kind(cls, fld) -> OptionKind:
+    hint = typing.get_type_hints(cls).get(fld.name)
+    kind = OPTION_KINDS.get(hint)
+    if kind is None:
+        raise TypeError(f"option '{fld.name}' of pass '{cls.name}' has the type {hint!r}; "
+                        f"options are one of: bool, int, float, str, tuple[int, ...]")
+    return kind
 
 
 def register_pass(cls):
     if not cls.name or cls.name in PASSES:
         raise ValueError(f"bad or duplicate pass name {cls.name!r}")
+    if cls.apply is Pass.apply and cls.run is Pass.run:
+        raise TypeError(f"pass '{cls.name}' implements neither apply() nor run()")
+    for fld in dataclasses.fields(cls):
+        _option_kind(cls, fld)  # an option of a type the pipeline text cannot spell fails here
     PASSES[cls.name] = cls
     return cls
-
-
-def _format_option(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "[" + ",".join(str(x) for x in v) + "]"
-    return str(v)
 
 
 @register_pass
@@ -105,9 +162,9 @@ class VerifyPass(Pass):
     name: ClassVar[str] = "verify"
     preserves_plan: ClassVar[bool] = True
 
-    def run(self, f: Function) -> Function:
+    def apply(self, f: Function) -> PassResult:
         verify_function(f)
-        return f
+        return PassResult(f, False)
 
 
 def _ensure_passes_loaded():
@@ -163,7 +220,7 @@ def _instantiate(cls, opts_text: str) -> Pass:
         if fld is None:
             known = ", ".join(fields) or "none"
             raise PipelineError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
-        kwargs[fld.name] = _convert_option(cls.name, key, raw, fld)
+        kwargs[fld.name] = _convert_option(cls, key, raw, fld)
     return cls(**kwargs)
 
 
@@ -183,34 +240,20 @@ def _split_options(text: str) -> list[str]:
     return parts
 
 
-def _convert_option(pname, key, raw, fld):
-    default = fld.default
+def _convert_option(cls, key, raw, fld):
+    kind = _option_kind(cls, fld)
     try:
-        if isinstance(default, bool):
-            if raw not in ("true", "false"):
-                raise ValueError
-            return raw == "true"
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, tuple):
-            inner = raw.strip("[]").strip()
-            return tuple(int(x) for x in inner.split(",")) if inner else ()
-        return raw
+        return kind.parse(raw)
     except ValueError:
-        kind = ("true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int)
-                else "a number" if isinstance(default, float)
-                else "a list of integers like [0, 1]" if isinstance(default, tuple)
-                else f"a {type(default).__name__}")
-        raise PipelineError(f"option '{key}' of pass '{pname}' expects {kind}, got {raw!r}") from None
+        raise PipelineError(f"option '{key}' of pass '{cls.name}' expects {kind.words}, "
+                            f"got {raw!r}") from None
 
 
 @dataclass(frozen=True)
 class Fixpoint:
     """A group of passes run again while a round still changes the IR (at most
-    `max_rounds` rounds). Every executed pass is verified and instrumented as usual; the
-    round that finds nothing left to do runs quietly on a copy and is discarded."""
+    `max_rounds` rounds), as the passes report it. Every pass run is verified and timed;
+    after the first round, only passes that changed something are printed and dumped."""
 
     name: str
     passes: tuple
@@ -268,7 +311,7 @@ def _run_function(f: Function, passes, verify: bool, inst: Instruments) -> Funct
             f, n = _run_fixpoint(f, p, verify, inst, n)
         else:
             n += 1
-            f = _run_pass(f, p, verify, inst, n)
+            f, _, _ = _run_pass(f, p, verify, inst, n)
     if inst.time_passes:
         _print_timings(inst, f.name)
     return f
@@ -276,38 +319,48 @@ def _run_function(f: Function, passes, verify: bool, inst: Instruments) -> Funct
 
 def _run_fixpoint(f: Function, group: Fixpoint, verify: bool, inst: Instruments, n: int):
     for round_ in range(group.max_rounds):
-        if round_:
-            # would another round change anything? try it quietly on a copy
-            t0 = time.perf_counter()
-            trial = clone_function(f)
-            for p in group.passes:
-                trial = p.run(_prepare(trial, p))
-            inst.timings.append((f"({group.name}: fixpoint check)", f.name, time.perf_counter() - t0))
-            if print_function(trial) == print_function(f):
-                break
+        changed = False
         for p in group.passes:
-            n += 1
-            f = _run_pass(f, p, verify, inst, n)
+            f, did, shown = _run_pass(f, p, verify, inst, n + 1, quiet_if_unchanged=round_ > 0)
+            n += shown
+            changed |= did
+        if not changed:
+            break
     return f, n
 
 
-def _run_pass(f: Function, p: Pass, verify: bool, inst: Instruments, i: int) -> Function:
+def _run_pass(f: Function, p: Pass, verify: bool, inst: Instruments, i: int,
+              quiet_if_unchanged: bool = False):
+    """Run one pass with the instruments; returns (function, changed, whether it was shown:
+    printed, dumped as file number `i`). A quiet pass that changes nothing shows nothing."""
+    before = None
     if inst.print_before_all:
-        _print(inst, f"IR Dump Before {p.spec()}", f)
+        before = print_function(f)
+        if not quiet_if_unchanged:
+            _print_text(inst, f"IR Dump Before {p.spec()}", f.name, before)
     t0 = time.perf_counter()
-    f = p.run(_prepare(f, p))
+    result = p.apply(_prepare(f, p))
     dt = time.perf_counter() - t0
+    if not isinstance(result, PassResult):
+        raise TypeError(f"pass '{p.name}' returned {type(result).__name__} from apply(), "
+                        f"not a PassResult")
+    f = result.function
     if verify and p.name != "verify":
         try:
             verify_function(f)
         except VerifyError as e:
             raise _after_pass(e, p) from None
     inst.timings.append((p.spec(), f.name, dt))
+    if quiet_if_unchanged:
+        if not result.changed:
+            return f, False, False
+        if before is not None:
+            _print_text(inst, f"IR Dump Before {p.spec()}", f.name, before)
     if inst.print_after_all or p.name in inst.print_after:
         _print(inst, f"IR Dump After {p.spec()}", f)
     if inst.dump_dir:
         _dump(inst, i, p.name, f)
-    return f
+    return f, result.changed, True
 
 
 def _prepare(f: Function, p) -> Function:
@@ -326,9 +379,13 @@ def _after_pass(e: VerifyError, p: Pass) -> VerifyError:
 
 
 def _print(inst: Instruments, title: str, f: Function) -> None:
+    _print_text(inst, title, f.name, print_function(f))
+
+
+def _print_text(inst: Instruments, title: str, fname: str, text: str) -> None:
     out = inst.out()
-    out.write(f"// -----// {title} (@{f.name}) //----- //\n")
-    out.write(print_function(f))
+    out.write(f"// -----// {title} (@{fname}) //----- //\n")
+    out.write(text)
     out.write("\n")
 
 

@@ -155,7 +155,7 @@ class ReverseADPass(Pass):
     VJP with one cotangent parameter per result instead of a scalar seed of 1)."""
 
     name: ClassVar[str] = "reverse-ad"
-    wrt: tuple = ()
+    wrt: tuple[int, ...] = ()
     return_value: bool = False
     cotangent_params: bool = False
 

@@ -7,10 +7,13 @@ operand, `lin(b, operands, result, t) = (d result / d operand) * t`, serves both
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...errors import ShapeError
 from ..registry import AttrSpec, OpDef, register, require_dtype, require_same
+from ..rewrite import defining, is_number, splat_value
 from ..scalar import Cast, Select
 from ..types import DType
 
@@ -55,7 +58,7 @@ def _numeric_unary_infer(name):
     return infer
 
 
-def unary(name, ref, lin, *, numeric_ok=False, cost=1, doc=""):
+def unary(name, ref, lin, *, numeric_ok=False, cost=1, rules=(), doc=""):
     """Register a unary elementwise op with derivative map `lin` (None: zero derivative);
     it lowers to the scalar instruction of its name."""
     register(OpDef(
@@ -65,11 +68,31 @@ def unary(name, ref, lin, *, numeric_ok=False, cost=1, doc=""):
         vjp=_elementwise_vjp([lin]) if lin else None,
         jvp=_elementwise_jvp([lin]) if lin else None,
         num_operands=1, elementwise=True, differentiable=lin is not None, doc=doc,
-        instruction=True, cost=cost, linear=(-1.0,) if name == "neg" else None))
+        instruction=True, cost=cost, linear=(-1.0,) if name == "neg" else None, rules=rules))
+
+
+# Simplification rules (the `simplify` pass; see passes/simplify.py for the contract):
+# each rule(rw, op) returns a value equal to op's result bit for bit, or None.
+
+def _neg_rules(rw, op):
+    # -(-x) -> x
+    x = op.operands[0]
+    if (n := defining(x, "neg")) is not None:
+        return n.operands[0]
+    s = defining(x, "select")
+    if s is not None and rw.single_use(x):
+        # -select(c, a, 0) -> select(c, -a, -0): the zero branch is negated too (0.0 ->
+        # -0.0), so the rule stays bit-exact
+        c, a, bb = s.operands
+        if is_number(bb, 0) and bb.dtype.is_float:
+            return rw.b.select(c, rw.b.neg(a), rw.b.full(bb.type, -splat_value(bb)))
+        if is_number(a, 0) and a.dtype.is_float:
+            return rw.b.select(c, rw.b.full(a.type, -splat_value(a)), rw.b.neg(bb))
+    return None
 
 
 # d/dx (-x) = -1
-unary("neg", np.negative, lambda b, x, y, t: b.neg(t), numeric_ok=True)
+unary("neg", np.negative, lambda b, x, y, t: b.neg(t), numeric_ok=True, rules=(_neg_rules,))
 # d/dx exp x = exp x
 unary("exp", np.exp, lambda b, x, y, t: b.mul(t, y), cost=EXPENSIVE)
 # d/dx log x = 1 / x
@@ -97,7 +120,7 @@ def _binary_infer(name, pred, words, result_bool=False):
 
 
 def binary(name, ref, lin_a, lin_b, *, pred=_is_numeric, words="numeric (not bool)", doc="",
-           cost=1, linear=None, scales=False):
+           cost=1, linear=None, scales=False, rules=()):
     register(OpDef(
         name=name,
         infer=_binary_infer(name, pred, words),
@@ -105,24 +128,129 @@ def binary(name, ref, lin_a, lin_b, *, pred=_is_numeric, words="numeric (not boo
         vjp=_elementwise_vjp([lin_a, lin_b]),
         jvp=_elementwise_jvp([lin_a, lin_b]),
         num_operands=2, elementwise=True, doc=doc, instruction=True, cost=cost,
-        linear=linear, scales=scales))
+        linear=linear, scales=scales, rules=rules))
 
 
 def _float(d: DType) -> bool:
     return d.is_float
 
 
+def _add_rules(rw, op):
+    # x + 0, 0 + x -> x (the sign of a zero result may change: see passes/simplify.py);
+    # x + (-y) -> x - y;  (-x) + y -> y - x
+    x, y = op.operands
+    if is_number(y, 0):
+        return x
+    if is_number(x, 0):
+        return y
+    if (n := defining(y, "neg")) is not None:
+        return rw.b.sub(x, n.operands[0])
+    if (n := defining(x, "neg")) is not None:
+        return rw.b.sub(y, n.operands[0])
+    return _adjacent_pads(rw, x, y)
+
+
+def _adjacent_pads(rw, x, y):
+    """pad(a) + pad(b) with windows side by side on one axis -> pad(concat(a, b)).
+
+    This is how the gradient of several slices of one tensor arrives (attention's q, k, v
+    cut from one projection): as padded pieces added together. A concat is a layout the
+    matmuls producing the pieces can write into directly."""
+    px, py = defining(x, "pad"), defining(y, "pad")
+    if px is None or py is None:
+        return None
+    a, b = px.operands[0], py.operands[0]
+    axes = [d for d in range(len(x.shape)) if a.shape[d] != x.shape[d] or b.shape[d] != x.shape[d]]
+    if len(axes) != 1:
+        return None
+    ax = axes[0]
+    (la, lb), n_a, n_b = (px.attrs["low"][ax], py.attrs["low"][ax]), a.shape[ax], b.shape[ax]
+    if la + n_a == lb:
+        first, second, low = a, b, la
+    elif lb + n_b == la:
+        first, second, low = b, a, lb
+    else:
+        return None
+    cat = rw.b.concat([first, second], ax)
+    lows = [0] * len(x.shape)
+    highs = [0] * len(x.shape)
+    lows[ax], highs[ax] = low, x.shape[ax] - low - n_a - n_b
+    return cat if lows[ax] == 0 and highs[ax] == 0 else rw.b.pad(cat, lows, highs)
+
+
+def _sub_rules(rw, op):
+    # x - 0 -> x;  0 - x -> -x;  x - (-y) -> x + y
+    x, y = op.operands
+    if is_number(y, 0):
+        return x
+    if is_number(x, 0):
+        return rw.b.neg(y)
+    if (n := defining(y, "neg")) is not None:
+        return rw.b.add(x, n.operands[0])
+    return None
+
+
+def _mul_rules(rw, op):
+    # x * 1 -> x;  x * -1 -> -x;  x * 0 -> 0 for integers only (inf * 0 is NaN);
+    # (-x) * (-y) -> x * y
+    x, y = op.operands
+    for a, c in ((x, y), (y, x)):
+        if is_number(c, 1):
+            return a
+        if is_number(c, -1):
+            return rw.b.neg(a)
+        if not a.dtype.is_float and is_number(c, 0):
+            return c
+    nx, ny = defining(x, "neg"), defining(y, "neg")
+    if nx is not None and ny is not None:
+        return rw.b.mul(nx.operands[0], ny.operands[0])
+    return None
+
+
+def _div_rules(rw, op):
+    # x / 1 -> x;  x / -1 -> -x;  x / c -> x * (1/c) for c a power of two (1/c is exact)
+    x, y = op.operands
+    if is_number(y, 1):
+        return x
+    if is_number(y, -1):
+        return rw.b.neg(x)
+    r = _power_of_two_reciprocal(y)
+    if r is not None:
+        return rw.b.mul(x, rw.b.scalar_like(x, r))
+    return None
+
+
+def _power_of_two_reciprocal(v):
+    s = splat_value(v)
+    if s is None or isinstance(s, bool) or not v.dtype.is_float or s == 0 or not math.isfinite(s):
+        return None
+    m, _ = math.frexp(abs(s))
+    if m != 0.5:
+        return None
+    r = 1.0 / s
+    info = np.finfo(v.dtype.np)
+    return r if info.tiny <= abs(r) <= info.max else None
+
+
+def _same_operands(rw, op):
+    # max(x, x), min(x, x) -> x
+    x, y = op.operands
+    return x if x is y else None
+
+
 # d(a+b) = da + db
-binary("add", np.add, lambda b, x, y, t: t, lambda b, x, y, t: t, linear=(1.0, 1.0))
+binary("add", np.add, lambda b, x, y, t: t, lambda b, x, y, t: t, linear=(1.0, 1.0),
+       rules=(_add_rules,))
 # d(a-b) = da - db
-binary("sub", np.subtract, lambda b, x, y, t: t, lambda b, x, y, t: b.neg(t), linear=(1.0, -1.0))
+binary("sub", np.subtract, lambda b, x, y, t: t, lambda b, x, y, t: b.neg(t), linear=(1.0, -1.0),
+       rules=(_sub_rules,))
 # d(a*b) = b da + a db
 binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t: b.mul(x[0], t),
-       scales=True)
+       scales=True, rules=(_mul_rules,))
 # d(a/b) = da / b - (a/b^2) db = da / b - (y/b) db
 binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
        lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point",
-       cost=EXPENSIVE)
+       cost=EXPENSIVE, rules=(_div_rules,))
 # d(a^b) = b a^(b-1) da + log(a) a^b db, with the conventions of JAX and PyTorch where the
 # formula is 0 * inf: d/da a^0 = 0 also at a = 0 (the base a^(b-1) is taken at 1 where
 # a = b = 0, so derivatives stay exact wherever a != 0), and d/db a^b = 0 at a = 0
@@ -141,11 +269,11 @@ binary("pow", np.power,
 # relu's output (which the next layer keeps anyway), not its input.
 binary("max", np.maximum,
        lambda b, x, y, t: b.select(b.gt(y, x[1]), t, b.zeros_like(t)),
-       lambda b, x, y, t: b.select(b.gt(y, x[1]), b.zeros_like(t), t))
+       lambda b, x, y, t: b.select(b.gt(y, x[1]), b.zeros_like(t), t), rules=(_same_operands,))
 # d min(a,b) = da where a < b, db where a >= b   (min(a,b) < b exactly when a < b)
 binary("min", np.minimum,
        lambda b, x, y, t: b.select(b.lt(y, x[1]), t, b.zeros_like(t)),
-       lambda b, x, y, t: b.select(b.lt(y, x[1]), b.zeros_like(t), t))
+       lambda b, x, y, t: b.select(b.lt(y, x[1]), b.zeros_like(t), t), rules=(_same_operands,))
 
 
 def compare(name, ref):
@@ -171,6 +299,8 @@ register(OpDef(
     reference=lambda xs, op: [xs[0]], num_operands=1, elementwise=True, differentiable=False,
     alias=True, cost=0, operand_index=lambda op, idx: tuple(idx),
     result_index=lambda op, idx, operand=0: tuple(idx),
+    # stop_gradient(stop_gradient(x)) -> stop_gradient(x)
+    rules=(lambda rw, op: op.operands[0] if defining(op.operands[0], "stop_gradient") else None,),
     doc="Identity whose derivative is zero."))
 
 
@@ -182,6 +312,15 @@ def _select_infer(types, attrs, declared):
         raise ShapeError(f"'select' needs a condition and two values of one shape and type, "
                          f"got {c}, {a}, {b}")
     return [a]
+
+
+def _select_rules(rw, op):
+    # select(true, a, b) -> a;  select(false, a, b) -> b;  select(c, a, a) -> a
+    c, a, b = op.operands
+    s = splat_value(c)
+    if s is not None:
+        return a if s else b
+    return a if a is b else None
 
 
 # d select(c, a, b) = select(c, da, 0) + select(c, 0, db)
@@ -198,7 +337,7 @@ register(OpDef(
         ts[1] if ts[1] is not None else b.zeros_like(op.result),
         ts[2] if ts[2] is not None else b.zeros_like(op.result))],
     build=lambda ev, op, idx, kids: Select(op.results[0].dtype, *kids),
-    num_operands=3, elementwise=True))
+    rules=(_select_rules,), num_operands=3, elementwise=True))
 
 
 def _cast_infer(types, attrs, declared):
@@ -219,6 +358,18 @@ def _cast_jvp(b, op, tangents):
     return [b.cast(t, y.dtype)]
 
 
+def _cast_rules(rw, op):
+    # a cast to the same dtype -> x;  cast(cast(x: f32) to f64) to f32 -> x (exact)
+    x = op.operands[0]
+    if op.attrs["dtype"] is x.dtype:
+        return x
+    inner = defining(x, "cast")
+    if (inner is not None and inner.operands[0].dtype is op.attrs["dtype"] is DType.f32
+            and x.dtype is DType.f64):
+        return inner.operands[0]
+    return None
+
+
 register(OpDef(
     name="cast",
     infer=_cast_infer,
@@ -226,5 +377,5 @@ register(OpDef(
     vjp=_cast_vjp, jvp=_cast_jvp,
     build=lambda ev, op, idx, kids: (kids[0] if op.operands[0].dtype is op.results[0].dtype
                                      else Cast(op.results[0].dtype, kids[0])),
-    attrs={"dtype": AttrSpec("dtype")},
+    attrs={"dtype": AttrSpec("dtype")}, rules=(_cast_rules,),
     num_operands=1, elementwise=True))

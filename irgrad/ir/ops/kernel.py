@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ...errors import ShapeError
 from ..core import Operation, Value
 from ..registry import AttrSpec, OpDef, fmt_types, get_op, register
+from ..rewrite import splat_value
 
 KINDS = ("loop", "reduce", "matmul")
 STACK_ACCUMULATOR_LIMIT = 64 * 1024  # bytes of column-reduction partial sums kept on the stack
@@ -131,14 +132,6 @@ def region_anchor(op: Operation, kernel: str) -> Operation | None:
     return found[0] if len(found) == 1 else None
 
 
-def _splat(v: Value):
-    op = v.op
-    if op is None or op.opname != "const" or op.attrs["value"].ndim != 0:
-        return None
-    x = op.attrs["value"].item()
-    return None if isinstance(x, bool) else float(x)
-
-
 def _linear(v: Value, m: Value, limit: int = 32):
     """v as {m or region arg: coefficient}, or None if it is not such a linear form.
     (Recursive, but at most `limit` levels deep.)"""
@@ -159,8 +152,8 @@ def _linear(v: Value, m: Value, limit: int = 32):
         return out
     if d.scales and len(op.operands) == 2:  # mul by a constant
         for x, y in (op.operands, op.operands[::-1]):
-            s = _splat(y)
-            if s is not None:
+            s = splat_value(y)
+            if s is not None and not isinstance(s, bool):
                 inner = _linear(x, m, limit - 1)
                 return None if inner is None else {k: c * s for k, c in inner.items()}
     return None

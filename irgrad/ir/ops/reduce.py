@@ -23,6 +23,16 @@ def _reduce_infer(name):
     return infer
 
 
+def _reduce_rules(rw, op):
+    # a reduction over no axes -> x;  over size-1 axes only -> a reshape
+    x, axes = op.operands[0], op.attrs["axes"]
+    if not axes:
+        return x
+    if all(x.shape[a] == 1 for a in axes):
+        return rw.b.reshape(x, op.result.shape)
+    return None
+
+
 def kept_axes(rank: int, axes) -> list[int]:
     return [i for i in range(rank) if i not in axes]
 
@@ -50,6 +60,7 @@ register(OpDef(
     vjp=_sum_vjp,
     jvp=lambda b, op, ts: [b.reduce_sum(ts[0], op.attrs["axes"])],
     attrs={"axes": AttrSpec("ints")}, num_operands=1, kernel="reduce", reduction="add",
+    rules=(_reduce_rules,),
     doc="Sum over `axes` (increasing); the reduced axes are dropped."))
 
 
@@ -85,7 +96,7 @@ register(OpDef(
     name="reduce_max", infer=_reduce_infer("reduce_max"),
     reference=_max_ref,
     vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
-    kernel="reduce", reduction="max",
+    kernel="reduce", reduction="max", rules=(_reduce_rules,),
     doc="Max over `axes` (increasing); the reduced axes are dropped."))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from ...errors import ShapeError
 from ..indexing import Ix, clip, delinearize, linearize
 from ..registry import AttrSpec, OpDef, fmt_types, register
+from ..rewrite import defining, splat_value
 from ..scalar import Const, IndexValue, InRange, Load, Select
 from ..types import DType
 
@@ -108,6 +109,21 @@ def broadcast_transpose(b, g, operand_shape, dims):
     return out
 
 
+def _broadcast_rules(rw, op):
+    # identity broadcast -> x;  broadcast(c) -> a larger splat;  nested broadcasts -> one
+    x = op.operands[0]
+    dims, shape = op.attrs["dims"], op.result.shape
+    if x.shape == shape and dims == tuple(range(len(shape))):
+        return x
+    s = splat_value(x)
+    if s is not None:
+        return rw.b.full(op.result.type, s)
+    inner = defining(x, "broadcast")
+    if inner is not None:
+        return rw.b.broadcast(inner.operands[0], shape, tuple(dims[d] for d in inner.attrs["dims"]))
+    return None
+
+
 register(OpDef(
     name="broadcast", infer=_broadcast_infer, reference=_broadcast_ref,
     # the adjoint of copying is summing the copies
@@ -115,6 +131,7 @@ register(OpDef(
                                if cts[0] is not None else None],
     jvp=lambda b, op, ts: [b.broadcast(ts[0], op.result.shape, op.attrs["dims"])],
     attrs={"dims": AttrSpec("ints")}, num_operands=1, declared_type=True, cost=0,
+    rules=(_broadcast_rules,),
     # operand element i reads result axis dims[i] (size-1 axes: element 0)
     operand_index=lambda op, idx: tuple(idx[d] if op.operands[0].shape[i] != 1 else Ix.of(0)
                                         for i, d in enumerate(op.attrs["dims"])),
@@ -130,12 +147,24 @@ def _reshape_infer(types, attrs, declared):
     return [t]
 
 
+def _reshape_rules(rw, op):
+    # reshape to the same shape -> x;  reshape(reshape(x)) -> one reshape (or x)
+    x, shape = op.operands[0], op.result.shape
+    if x.shape == shape:
+        return x
+    inner = defining(x, "reshape")
+    if inner is not None:
+        src = inner.operands[0]
+        return src if src.shape == shape else rw.b.reshape(src, shape)
+    return None
+
+
 register(OpDef(
     name="reshape", infer=_reshape_infer,
     reference=lambda xs, op: [xs[0].reshape(op.results[0].type.shape)],
     vjp=lambda b, op, cts, w: [b.reshape(cts[0], op.operands[0].shape)],
     jvp=lambda b, op, ts: [b.reshape(ts[0], op.result.shape)],
-    num_operands=1, declared_type=True, alias=True, cost=0,
+    num_operands=1, declared_type=True, alias=True, cost=0, rules=(_reshape_rules,),
     # element i in row-major order stays element i
     operand_index=lambda op, idx: tuple(delinearize(linearize(idx, op.results[0].shape),
                                                     op.operands[0].shape)),
@@ -160,15 +189,32 @@ def _inverse_perm(perm):
     return inv
 
 
+def _transpose_rules(rw, op):
+    # identity transpose -> x;  transpose(transpose(x)) -> one transpose (or x)
+    x, perm = op.operands[0], op.attrs["perm"]
+    inner = defining(x, "transpose")
+    if inner is not None:
+        # result axis i = middle axis perm[i] = operand axis inner_perm[perm[i]]
+        perm = tuple(inner.attrs["perm"][p] for p in perm)
+        x = inner.operands[0]
+        return x if perm == tuple(range(len(perm))) else rw.b.transpose(x, perm)
+    return x if perm == tuple(range(len(perm))) else None
+
+
 register(OpDef(
     name="transpose", infer=_transpose_infer,
     reference=lambda xs, op: [np.transpose(xs[0], op.attrs["perm"])],
     vjp=lambda b, op, cts, w: [b.transpose(cts[0], _inverse_perm(op.attrs["perm"]))],
     jvp=lambda b, op, ts: [b.transpose(ts[0], op.attrs["perm"])],
-    attrs={"perm": AttrSpec("ints")}, num_operands=1, cost=0,
+    attrs={"perm": AttrSpec("ints")}, num_operands=1, cost=0, rules=(_transpose_rules,),
     operand_index=lambda op, idx: tuple(idx[i] for i in _inverse_perm(op.attrs["perm"])),
     result_index=lambda op, idx, operand=0: tuple(idx[p] for p in op.attrs["perm"]),
     doc="Result axis i is operand axis perm[i]."))
+
+
+def _whole(rw, op):
+    x = op.operands[0]
+    return x if op.result.shape == x.shape else None
 
 
 # --- slice -------------------------------------------------------------------------------------
@@ -191,6 +237,7 @@ register(OpDef(
                                      [d - l for d, l in zip(op.operands[0].shape, op.attrs["limit"])])],
     jvp=lambda b, op, ts: [b.slice(ts[0], op.attrs["start"], op.attrs["limit"])],
     attrs={"start": AttrSpec("ints"), "limit": AttrSpec("ints")}, num_operands=1, cost=0,
+    rules=(_whole,),  # a slice of everything -> x
     operand_index=lambda op, idx: tuple(i + s for i, s in zip(idx, op.attrs["start"])),
     doc="The window start <= index < limit of every axis."))
 
@@ -226,6 +273,7 @@ register(OpDef(
                                        [lo + d for lo, d in zip(op.attrs["low"], op.operands[0].shape)])],
     jvp=lambda b, op, ts: [b.pad(ts[0], op.attrs["low"], op.attrs["high"])],
     attrs={"low": AttrSpec("ints"), "high": AttrSpec("ints")}, num_operands=1,
+    rules=(_whole,),  # a pad by nothing -> x
     doc="Zeros added before (low) and after (high) each axis."))
 
 
@@ -296,10 +344,27 @@ def _concat_result_index(op, idx, operand=0):
     return tuple(i + off if d == ax else i for d, i in enumerate(idx))
 
 
+def _concat_rules(rw, op):
+    # the concat of one value -> it;  concat(concat(a, b), c) -> concat(a, b, c) (one axis)
+    xs, ax = op.operands, op.attrs["axis"]
+    if len(xs) == 1:
+        return xs[0]
+    flat, changed = [], False
+    for x in xs:
+        inner = defining(x, "concat")
+        if inner is not None and inner.attrs["axis"] == ax:
+            flat.extend(inner.operands)
+            changed = True
+        else:
+            flat.append(x)
+    return rw.b.concat(flat, ax) if changed else None
+
+
 register(OpDef(
     name="concat", infer=_concat_infer, reads=_concat_reads, build=_concat_build,
     result_index=_concat_result_index,
     reference=lambda xs, op: [np.concatenate(xs, axis=op.attrs["axis"])],
     vjp=_concat_vjp, jvp=_concat_jvp, attrs={"axis": AttrSpec("int")}, num_operands=None,
+    rules=(_concat_rules,),
     doc="Operands joined along `axis`."))
 
