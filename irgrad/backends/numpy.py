@@ -8,13 +8,13 @@ import numpy as np
 
 from ..ir.interpreter import run_function
 from .base import Backend, register_backend
+from ..passes.manager import run_pipeline
 
 
 class NumpyFunction:
     """The optimized IR of a function, run by the interpreter (pure: any thread may call)."""
 
     def __init__(self, ir, pipeline: str):
-        from ..passes.manager import run_pipeline
         self.ir = run_pipeline(ir, pipeline)
         self.pipeline = pipeline
 
@@ -27,7 +27,6 @@ class NumpyStep:
     serialize."""
 
     def __init__(self, ir, state: list, pipeline: str):
-        from ..passes.manager import run_pipeline
         self.ir = run_pipeline(ir, pipeline)
         self.state = state
         self._lock = threading.Lock()

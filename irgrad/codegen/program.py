@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..ir.plan import ALIGN
 from ..ir.types import DType
+
+
+def aligned_empty(nbytes: int, align: int = ALIGN) -> tuple[np.ndarray, int]:
+    """Zeroed host memory of at least `nbytes` (and at least one) bytes starting at a
+    multiple of `align`: (the array that owns it, the aligned address)."""
+    raw = np.zeros(max(nbytes, 1) + align, dtype=np.uint8)
+    addr = raw.ctypes.data
+    return raw, addr + (-addr) % align
 
 
 @dataclass

@@ -123,9 +123,6 @@ class Builder:
         return self.emit_op("concat", list(values), {"axis": axis}).result
 
     # -- conveniences built from the above ------------------------------------------------------
-    def broadcast_to_shape_of(self, v: Value, like: Value, dims) -> Value:
-        return self.broadcast(v, like.shape, dims)
-
     def swap_last_two(self, v: Value) -> Value:
         r = len(v.shape)
         return self.transpose(v, tuple(range(r - 2)) + (r - 1, r - 2))

@@ -11,7 +11,11 @@ registry entries (`operand_index`, `result_index`).
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from .hashcons import Node
+from .registry import get_op
 
 
 class Var(Node):
@@ -216,7 +220,6 @@ def _reduce_by_gcd(x: Ix, d: int):
 
     (384 i + j) // 24576 with 0 <= j < 384 is i // 64: the split a reshape of a reshape
     makes, which would otherwise hide an affine index."""
-    import math
     terms = sorted(x.terms, key=lambda t: abs(t[1]))
     for m in range(1, len(terms) + 1):
         small, large = terms[:m], terms[m:]
@@ -287,7 +290,6 @@ def delinearize(flat: Ix, shape) -> list[Ix]:
 def operand_index(op, idx) -> tuple | None:
     """The operand index a view op reads for result index `idx` (its entry's
     `operand_index` map), or None for other ops."""
-    from .registry import get_op
     fn = get_op(op.opname).operand_index
     return None if fn is None else fn(op, tuple(idx))
 
@@ -295,7 +297,6 @@ def operand_index(op, idx) -> tuple | None:
 def result_index(op, idx, operand: int = 0) -> tuple | None:
     """The result index a permuting view or a concatenation writes element `idx` of operand
     number `operand` to (its entry's `result_index` map), or None for other ops."""
-    from .registry import get_op
     fn = get_op(op.opname).result_index
     return None if fn is None else fn(op, tuple(idx), operand)
 
@@ -317,7 +318,6 @@ def strided_matrix(flat: "Ix", batch_vars, i: "Var", j: "Var", rows: int, cols: 
         return None
     if any(flat.coeff(b) < 0 for b in batch_vars):
         return None
-    import itertools
     offsets = []
     for point in itertools.product(*(range(b.extent) for b in batch_vars)):
         offsets.append(flat.const + sum(flat.coeff(b) * p for b, p in zip(batch_vars, point)))

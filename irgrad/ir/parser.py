@@ -15,6 +15,7 @@ from .core import Arena, Block, Function, InParam, Module, Operation, Placement,
 from .lexer import Token, tokenize
 from .registry import check_attrs, get_op
 from .types import DType, TensorType
+from .verifier import verify_module
 
 _DTYPES = {d.value: d for d in DType}
 MAX_REGION_DEPTH = 64  # regions nested deeper than this are refused (the parser recurses)
@@ -432,7 +433,6 @@ def parse(text: str, filename: str = "<ir>", verify: bool = True) -> Module:
                          TextSpan(1, 1), filename)
     m = Parser(text, filename).module()
     if verify:
-        from .verifier import verify_module
         verify_module(m, text=text, filename=filename)
     return m
 

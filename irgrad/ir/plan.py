@@ -31,16 +31,18 @@ import heapq
 
 import numpy as np
 
+from ..errors import IrgradError
 from .core import Arena, Function, InParam, Operation, Value
 from .ops.kernel import gemm_accumulate_form, kernel_scratch_bytes
 from .registry import get_op
 
-ALIGN = 64
+ALIGN = 64  # bytes: every planned offset (a cache line, and any vector width we emit)
 PLAN_ATTRS = ("arena_bytes", "naive_bytes", "lower_bound_bytes")
 
 
-def aligned(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def aligned(n: int, align: int = ALIGN) -> int:
+    """n rounded up to a multiple of `align`."""
+    return (n + align - 1) // align * align
 
 
 def has_plan(f: Function) -> bool:
@@ -177,7 +179,6 @@ def written_params(f: Function) -> list[int]:
 
 def check_plan(f: Function) -> None:
     """Raise IrgradError unless `f`'s plan is sound (see the module docstring)."""
-    from ..errors import IrgradError
     problem = plan_problem(f)
     if problem is not None:
         raise IrgradError(f"@{f.name}: {problem[0]}")

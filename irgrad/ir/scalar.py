@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .hashcons import Node
 from .indexing import FloorDiv, Ix, Mod, Clip
+from .registry import all_ops
 from .types import DType
 
 
@@ -233,5 +234,4 @@ def instruction(name: str, dtype: DType, args, operand_dtype: DType | None = Non
 
 def instruction_names() -> dict[str, int]:
     """Every scalar instruction, with its arity: what a renderer must spell."""
-    from .registry import all_ops
     return {name: d.num_operands for name, d in all_ops().items() if d.instruction}

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..errors import ShapeError, TextSpan, VerifyError, caret_excerpt
 from .core import Block, Function, Module, Operation
 from .plan import has_plan, plan_problem
+from .printer import Printer, print_function
 from .registry import check_attrs, get_op, infer_types
 
 
@@ -173,7 +174,6 @@ def _to_error(f: Function, e: _Fail, text: str | None, filename: str) -> VerifyE
         line, src, fname = op.span.line, text, filename
         span = op.span
     else:
-        from .printer import Printer
         p = Printer()
         p.function(f)
         line = p.op_lines.get(op)
@@ -192,7 +192,6 @@ def _return_error(f: Function, e: _Fail, text: str | None, filename: str) -> Ver
     if text is not None and f.body.span is not None:
         span, src, fname = f.body.span, text, filename
     else:
-        from .printer import print_function
         src, fname = print_function(f), f"<@{f.name} as printed>"
         lines = src.splitlines()
         line = max(i for i, ln in enumerate(lines, 1) if ln.startswith("  return"))
@@ -205,7 +204,6 @@ def _header_error(f: Function, e: _Fail, text: str | None, filename: str) -> Ver
     """An error about the function as a whole, shown at its `func` line."""
     span = getattr(f, "span", None)
     if text is None or span is None:
-        from .printer import print_function
         src, fname = print_function(f), f"<@{f.name} as printed>"
         span = TextSpan(1, 1, len("func"))
     else:

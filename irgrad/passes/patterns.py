@@ -6,6 +6,7 @@ live with the `fused` op in ir/ops/kernel.py."""
 from __future__ import annotations
 
 from ..ir.core import Operation, Value
+from ..ir.indexing import Ix, Var, linearize, operand_index, result_index, strided_matrix
 from ..ir.registry import get_op
 
 
@@ -33,7 +34,6 @@ def view_chain(v: Value, is_stored) -> tuple[Value, list[Operation]]:
 
 
 def _matrix_vars(shape):
-    from ..ir.indexing import Var
     batch = [Var(f"b{d}", n) for d, n in enumerate(shape[:-2])]
     i, j = Var("i", shape[-2]), Var("j", shape[-1])
     return batch, i, j
@@ -42,7 +42,6 @@ def _matrix_vars(shape):
 def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
     """(per-batch offsets, ld, trans) when matmul operand `v` = chain(root) is a strided
     matrix inside root's contiguous buffer (BLAS can read it in place), else None."""
-    from ..ir.indexing import Ix, linearize, operand_index, strided_matrix
     batch, i, j = _matrix_vars(v.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
     for op in chain:
@@ -75,7 +74,6 @@ def result_matrix_view(r: Value, h: Value, chain):
     """(per-batch offsets, ldc, transposed) when h = chain(r) (permuting views and concats
     of a matmul result r, `chain` of (op, operand position) from r towards h) lets the GEMM
     write r straight into h's buffer; a transposed C is computed as C^T = B^T A^T."""
-    from ..ir.indexing import Ix, linearize, result_index, strided_matrix
     batch, i, j = _matrix_vars(r.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
     for op, pos in chain:

@@ -13,10 +13,12 @@ import time
 
 import numpy as np
 
+from ..api import as_function, compile as ig_compile
 from ..errors import IrgradError
 from ..ir.core import Function as IrFunction
 from ..ir.plan import same_bytes_view
 from ..passes.manager import run_pipeline
+from ..pytree import unflatten
 
 KEYS = ("pipeline", "ops", "kernels", "arena_bytes", "naive_bytes", "lower_bound_bytes",
         "compile_ms", "step_us_median")
@@ -43,9 +45,7 @@ def count_kernels(planned: IrFunction) -> int:
 def bench_function(fn, pipelines, backend: str = "cpu", repeat: int = 0, threads: int | None = None,
                    min_seconds: float = 1.0, seed: int = 0) -> list[dict]:
     """One row per pipeline with the keys of `KEYS` (and a few more)."""
-    from ..api import as_function, compile as ig_compile
     fn = as_function(fn)
-    from ..pytree import unflatten
     call_args = unflatten(fn.in_tree, random_inputs(fn.ir, seed))
     rows = []
     for pipe in pipelines:

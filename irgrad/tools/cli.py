@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import traceback
 
 import numpy as np
 
+from ..api import compile as ig_compile
+from ..backends import backend_names, emit_kinds, get_backend
 from ..errors import IrgradError, ParseError, VerifyError
-from .train import int_at_least, positive_int
+from ..frontend.function import Function, function
+from ..ir.core import Module
+from ..ir.parser import parse
+from ..ir.plan import has_plan
+from ..ir.printer import print_module
+from ..passes.manager import run_pipeline
+from ..transforms.autodiff import grad_all_floats
+from .bench import bench_function, format_table, random_inputs
+from .plots import bench_figure, graph_dot, memory_plan_figure, render_dot
+from .train import add_common_arguments, int_at_least, positive_int, run
 
 
 class CliError(Exception):
@@ -26,7 +38,6 @@ class CliError(Exception):
 
 def load_target(target: str):
     """`FILE.py:NAME` -> the frontend Function it names (tracing a plain function if needed)."""
-    from ..frontend.function import Function, function
     path, sep, name = target.rpartition(":")
     if not sep or not path.endswith(".py") or not name:
         raise CliError(f"expected FILE.py:NAME, got '{target}'")
@@ -68,7 +79,6 @@ def load_python_file(path: str):
 
 
 def read_ir(path: str):
-    from ..ir.parser import parse
     if path == "-":
         data, name = sys.stdin.buffer.read(), "<stdin>"
     else:
@@ -87,7 +97,6 @@ def read_ir(path: str):
 
 def load_ir_or_python(target: str):
     """A `.ir` file (all its functions) or `FILE.py:NAME` -> (frontend Function or None, Module)."""
-    from ..ir.core import Module
     if target.endswith(".ir") or target == "-":
         return None, read_ir(target)
     fn = load_target(target)
@@ -108,10 +117,8 @@ def write_out(text: str, path: str | None) -> None:
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_dump(args) -> int:
-    from ..passes.manager import run_pipeline
     fn = load_target(args.target)
     if args.grad:
-        from ..transforms.autodiff import grad_all_floats
         fn = grad_all_floats(fn)
     emit = args.emit
     print_after = tuple(args.print_after or ())
@@ -122,14 +129,11 @@ def cmd_dump(args) -> int:
         if not (args.print_after_all or print_after):
             sys.stdout.write(str(optimized))
         return 0
-    from ..backends import emit_kinds, get_backend
     sys.stdout.write(get_backend(emit_kinds()[emit]).emit(optimized, emit))
     return 0
 
 
 def cmd_opt(args) -> int:
-    from ..ir.printer import print_module
-    from ..passes.manager import run_pipeline
     module = read_ir(args.file)
     out = run_pipeline(module, args.pipeline, print_after_all=args.print_after_all,
                        print_after=tuple(args.print_after or ()), time_passes=args.time_passes,
@@ -147,7 +151,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..api import compile as ig_compile
     fn, module = load_ir_or_python(args.target)
     if fn is None:
         if not module.functions:
@@ -159,7 +162,6 @@ def cmd_run(args) -> int:
             irf = module.functions[args.function]
         else:
             irf = next(iter(module))
-        from ..frontend.function import Function
         fn = Function(irf)
     # compile first: a bad pipeline or backend should be the only message, not follow the
     # note about random inputs
@@ -196,13 +198,10 @@ def make_inputs(irf, npz_path: str | None, seed: int) -> list[np.ndarray]:
         return out
     print(f"(no --inputs: normal random floats, zero integers and false booleans, seed {seed})",
           file=sys.stderr)
-    from .bench import random_inputs
     return random_inputs(irf, seed)
 
 
 def cmd_bench(args) -> int:
-    import json
-    from .bench import bench_function, format_table
     fn = load_target(args.target)
     rows = bench_function(fn, args.pipelines, backend=args.backend, repeat=args.repeat,
                           threads=args.threads)
@@ -212,7 +211,6 @@ def cmd_bench(args) -> int:
         print(f"{fn.name} on the {args.backend} backend (median of repeated calls):")
         sys.stdout.write(format_table(rows))
     if args.plot:
-        from .plots import bench_figure
         path = bench_figure(rows, args.plot, title=f"@{fn.name}: pipelines compared on the "
                             f"{args.backend} backend")
         sys.stdout.flush()
@@ -222,15 +220,12 @@ def cmd_bench(args) -> int:
 
 def _planned(fn, pipeline: str, grad: bool):
     """The IR of `fn` (or of its gradient, with --grad) after `pipeline`."""
-    from ..passes.manager import run_pipeline
     if grad:
-        from ..transforms.autodiff import grad_all_floats
         fn = grad_all_floats(fn)
     return run_pipeline(fn.ir, pipeline)
 
 
 def cmd_viz(args) -> int:
-    from .plots import graph_dot, render_dot
     fn = load_target(args.target)
     ir = _planned(fn, args.pipeline, args.grad)
     out = args.output or f"{ir.name}.svg"
@@ -245,11 +240,8 @@ def cmd_viz(args) -> int:
 
 
 def cmd_memplan(args) -> int:
-    from ..passes.manager import run_pipeline
-    from .plots import memory_plan_figure
     fn = load_target(args.target)
     ir = _planned(fn, args.pipeline, args.grad)
-    from ..ir.plan import has_plan
     if not has_plan(ir):
         ir = run_pipeline(ir, "plan-memory")  # as codegen does
     path = memory_plan_figure(ir, args.output or f"{ir.name}-memory.png")
@@ -259,7 +251,6 @@ def cmd_memplan(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import run
     module = load_python_file(args.file)
     defaults = {k: getattr(args, k) for k in ("backend", "epochs", "pipeline", "threads", "seed")}
     run(module, args.example_args, defaults=defaults, prog=f"irgrad train {args.file}",
@@ -270,7 +261,6 @@ def cmd_train(args) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..backends import backend_names, emit_kinds
     p = argparse.ArgumentParser(prog="irgrad", description="irgrad: a deep-learning compiler you "
                                 "can see into. Trace, differentiate, optimize and run IR.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -347,7 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "irgrad/tools/train.py for the protocol). Options after FILE.py that are not "
                        "listed here go to the example: irgrad train FILE.py --help lists them.")
     t.add_argument("file", metavar="FILE.py")
-    from .train import add_common_arguments
     add_common_arguments(t)
     t.add_argument("example_args", nargs=argparse.REMAINDER, metavar="...",
                    help="options of the example itself")

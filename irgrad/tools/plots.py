@@ -26,9 +26,12 @@ import shutil
 import subprocess
 import textwrap
 
+import numpy as np
+
 from ..errors import IrgradError
-from ..ir.plan import is_view
 from ..ir.core import Arena, Function, InParam, Operation, Value
+from ..ir.ops.kernel import kernel_scratch_bytes
+from ..ir.plan import aligned, is_view, same_bytes_view, schedule_facts
 from ..ir.printer import _Namer, format_attr, format_placement, format_scalar
 
 # --- names as the printer gives them -----------------------------------------------------------
@@ -77,7 +80,6 @@ def _short_attrs(op: Operation, limit: int = 28) -> str:
 
 
 def _const_text(op: Operation) -> str:
-    import numpy as np
     v = op.attrs.get("value")
     arr = np.asarray(v) if v is not None else None
     dtype = op.results[0].dtype if op.results else None
@@ -287,7 +289,8 @@ def _write(path: str, text: str) -> None:
 # --- matplotlib ----------------------------------------------------------------------------------
 
 def _matplotlib(what: str):
-    """matplotlib's Figure class and Agg canvas (no pyplot, no display needed)."""
+    """matplotlib's Figure class and Agg canvas (no pyplot, no display needed); matplotlib
+    is an optional dependency (the `viz` extra), imported only when a figure is drawn."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -318,8 +321,6 @@ def _fmt_bytes(n: float) -> str:
 def memory_intervals(f: Function) -> list[dict]:
     """The buffers of a memory plan: one dict per arena placement (views of a buffer and
     results written into parameter buffers are left out)."""
-    from ..ir.ops.kernel import kernel_scratch_bytes
-    from ..ir.plan import same_bytes_view, schedule_facts
     if "arena_bytes" not in f.attrs:
         raise IrgradError(f"@{f.name} has no memory plan (run a pipeline that ends with "
                           f"plan-memory)")
@@ -354,7 +355,7 @@ MEM_LABELS = {"matmul": "matmul kernel", "reduce": "reduction kernel", "loop": "
 def memory_plan_figure(f: Function, path: str, title: str | None = None) -> str:
     """Draw the memory plan of `f` (see the module docstring) into `path`."""
     Figure, Canvas = _matplotlib("irgrad memplan")
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Patch, Rectangle  # (matplotlib is there: see above)
     bufs = memory_intervals(f)
     T = len(f.ops)
     if T == 0:
@@ -439,10 +440,9 @@ def memory_plan_figure(f: Function, path: str, title: str | None = None) -> str:
             t.remove()
 
     # bytes live at every program point
-    import numpy as np
     live = np.zeros(T)
     for t in range(T):
-        spans = sorted((b["offset"], b["offset"] + _aligned(b["size"])) for b in bufs
+        spans = sorted((b["offset"], b["offset"] + aligned(b["size"])) for b in bufs
                        if b["start"] <= t <= (T if b["result"] else b["end"]))
         total, cur_lo, cur_hi = 0, None, None
         for lo, hi in spans:
@@ -473,10 +473,6 @@ def memory_plan_figure(f: Function, path: str, title: str | None = None) -> str:
     return _save(fig, Canvas, path)
 
 
-def _aligned(n: int, align: int = 64) -> int:
-    return (n + align - 1) // align * align
-
-
 def _wrap_pipeline(p: str, width: int = 18) -> str:
     return ("\n".join(textwrap.wrap(p.replace(",", ", "), width, break_on_hyphens=False))
             if len(p) > width else p)
@@ -485,7 +481,6 @@ def _wrap_pipeline(p: str, width: int = 18) -> str:
 def bench_figure(rows: list[dict], path: str, title: str | None = None) -> str:
     """Bars of median call time and of memory per pipeline (rows of `irgrad bench`)."""
     Figure, Canvas = _matplotlib("irgrad bench --plot")
-    import numpy as np
     if not rows:
         raise IrgradError("no pipelines to plot")
     labels = [_wrap_pipeline(r["pipeline"]) for r in rows]

@@ -29,6 +29,13 @@ import importlib
 import inspect
 import sys
 
+import numpy as np
+
+from .. import api
+from ..backends import backend_names, get_backend
+from ..errors import IrgradError
+from ..frontend.function import trace
+from ..frontend.specs import f32
 
 
 def int_at_least(least: int):
@@ -51,7 +58,6 @@ positive_int = int_at_least(1)
 
 def require(module: str, extra: str, what: str = "this example"):
     """Import an optional package, or raise one readable IrgradError saying how to get it."""
-    from ..errors import IrgradError
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -85,7 +91,6 @@ def progress(iterable, **tqdm_options):
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every example takes; each defaults to None (= the example's default)."""
     g = parser.add_argument_group("training options (every example)")
-    from ..backends import backend_names
     g.add_argument("--backend", choices=backend_names(), default=None,
                    help="where the compiled step runs (default: the example's, usually cpu)")
     g.add_argument("--epochs", type=positive_int, default=None, metavar="N",
@@ -114,7 +119,6 @@ def example_parser(module, prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_example(module, path: str = "the example"):
     """The example's `train` function, or a readable error if it does not follow the protocol."""
-    from ..errors import IrgradError
     train = getattr(module, "train", None)
     if train is None or not callable(train):
         raise IrgradError(f"{path} defines no train(...) function; `irgrad train` runs examples "
@@ -147,7 +151,6 @@ def run(module, argv=(), defaults: dict | None = None, prog: str | None = None,
 
 def main(module, argv=None) -> int:
     """`if __name__ == "__main__": sys.exit(irgrad.tools.train.main(sys.modules[__name__]))`."""
-    from ..errors import IrgradError
     argv = sys.argv[1:] if argv is None else argv
     try:
         run(module, argv, prog=None)
@@ -172,16 +175,11 @@ def resolve_backend(backend: str, threads: int | None = None, log=None) -> str:
     The check is done once per backend and process; `numpy` (the reference interpreter)
     always works.
     """
-    from ..backends import get_backend
     get_backend(backend)  # an unknown name: one clear error
     if backend == "numpy":
         return backend
     if backend not in _backend_ok:
-        import numpy as np
         try:
-            from .. import api
-            from ..frontend.function import trace
-            from ..frontend.specs import f32
             probe = trace(lambda x: x * 2.0 + 1.0, f32[4], name="probe")
             opts = {"threads": threads} if threads else {}
             out = api.compile(probe, backend=backend, **opts)(np.ones(4, np.float32))

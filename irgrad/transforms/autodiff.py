@@ -14,6 +14,7 @@ from ..frontend.function import Function
 from ..pytree import LEAF, TreeDef
 from ..passes.forward_ad import forward_ad
 from ..passes.reverse_ad import reverse_ad
+from ..ir.rewrite import remove_dead_ops
 
 
 def _leaf_ranges(fn: Function) -> list[range]:
@@ -101,7 +102,6 @@ def hvp(f, argnums=0) -> Function:
     # forward_ad returns (gradients, their tangents): keep the tangents, H v
     n = len(flat)
     h.set_outputs(h.outputs[n:])
-    from ..ir.rewrite import remove_dead_ops
     remove_dead_ops(h.body)
     in_tree = TreeDef("tuple", (), fn.in_tree.children + (tree,))
     return Function(h, in_tree, tree)

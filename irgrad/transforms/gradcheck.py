@@ -28,6 +28,7 @@ from ..ir.core import Function as IrFunction
 from ..ir.types import DType, TensorType
 from ..passes.forward_ad import forward_ad
 from ..passes.reverse_ad import reverse_ad
+from ..ir.interpreter import run_function
 
 ELEMENTWISE_LIMIT = 32  # arguments with at most this many elements are checked element by element
 
@@ -82,7 +83,6 @@ def _float_leaves(f: IrFunction) -> list[int]:
 
 
 def _run(f: IrFunction, x) -> list[np.ndarray]:
-    from ..ir.interpreter import run_function
     return [np.asarray(o, dtype=np.float64) for o in run_function(f, x)]
 
 

@@ -16,7 +16,7 @@ from ..errors import ArgumentError, IrgradError
 from ..frontend.function import Function, trace
 from ..frontend.specs import TensorSpec
 from ..ir.interpreter import check_argument
-from ..pytree import LiveTree, flatten, unflatten
+from ..pytree import LiveTree, flatten, leaf_paths, unflatten
 from .autodiff import value_and_grad
 
 
@@ -101,7 +101,6 @@ class TrainingStep:
 
 def _check_params(params) -> None:
     """Every leaf of the parameter tree is a numpy array (or number) irgrad has a dtype for."""
-    from ..pytree import leaf_paths
     leaves, td = flatten(params)
     if not leaves:
         raise IrgradError("compile_step: params holds no arrays")

@@ -1,7 +1,11 @@
-"""The CPU backend: LLVM IR through llvmlite (see backend.py, llvm_renderer.py, jit.py)."""
+"""The CPU backend: LLVM IR through llvmlite (see backend.py, llvm_renderer.py, jit.py).
+
+This module is the plug-in only: the implementation is imported when first used, so that
+`import irgrad` does not pay for every backend (about 35 ms each)."""
 
 from __future__ import annotations
 
+from ...errors import IrgradError
 from ..base import Backend, register_backend
 
 
@@ -25,7 +29,6 @@ class CpuBackend(Backend):
 
     def check_support(self, ir) -> None:
         from ...codegen.lowering import unsupported
-        from ...errors import IrgradError
         from .llvm_renderer import KernelRenderer
         why = unsupported(ir, KernelRenderer)
         if why:

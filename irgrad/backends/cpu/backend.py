@@ -25,10 +25,12 @@ import numpy as np
 
 from ...errors import ArgumentError, IrgradError
 from ...ir.core import Function as IrFunction, clone_function
+from ...ir.parser import parse_function
 from ...ir.plan import has_plan, result_place, written_params
 from ...ir.printer import print_function
 from ...codegen.kernel_ir import GemmKernel
 from ...codegen.lowering import default_threads, lower_function, plan_for_codegen, unsupported
+from ...codegen.program import aligned_empty
 from . import cache
 from .jit import JitModule, compile_program, target_facts
 from .llvm_renderer import KernelRenderer, render_program
@@ -45,18 +47,11 @@ def set_blas_threads(n: int) -> None:
     if _blas_threads["current"] == n:
         return
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: without it BLAS picks
         _blas_threads["limiter"] = threadpool_limits(limits=n, user_api="blas")
     except Exception:  # noqa: BLE001 - no threadpoolctl or no BLAS found: leave it
         pass
     _blas_threads["current"] = n
-
-
-def _aligned_empty(nbytes: int, align: int = 64) -> tuple[np.ndarray, int]:
-    raw = np.zeros(nbytes + align, dtype=np.uint8)
-    addr = raw.ctypes.data
-    off = (-addr) % align
-    return raw, addr + off
 
 
 class Memory:
@@ -68,7 +63,7 @@ class Memory:
 
     def __init__(self, program: "NativeProgram"):
         try:
-            self.raw, self.arena_addr = _aligned_empty(max(program.arena_bytes, 64))
+            self.raw, self.arena_addr = aligned_empty(program.arena_bytes)
         except (MemoryError, ValueError) as e:
             raise IrgradError(f"cannot allocate the arena of {program.arena_bytes} bytes: {e}") from None
         self.table = program.table_template.copy()
@@ -80,7 +75,7 @@ class Memory:
         """An aligned buffer of the step's own holding a copy of parameter i's array."""
         buf = self.private.get(i)
         if buf is None:
-            raw, addr = _aligned_empty(max(a.nbytes, 1))
+            raw, addr = aligned_empty(a.nbytes)
             start = addr - raw.ctypes.data
             buf = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
             self.private[i] = buf
@@ -178,7 +173,6 @@ class NativeProgram:
     def ir(self) -> IrFunction:
         """The optimized, memory-planned IR this program was compiled from."""
         if self._planned is None:
-            from ...ir.parser import parse_function
             self._planned = parse_function(self._planned_text)
         return self._planned
 
@@ -251,7 +245,6 @@ def _validated_entry(ir: IrFunction, meta: dict, blobs: dict, constants: dict) -
     `ir` as its plan describes it (raises otherwise): the plan parses and verifies (the
     verifier proves it sound), its signature is `ir`'s, the runtime layout (arena size,
     pointer-table slots, constants, where the results are) is the plan's."""
-    from ...ir.parser import parse_function
     planned = parse_function(blobs["planned_ir"].decode())
     if [p.type for p in planned.params] != [p.type for p in ir.params] or \
             planned.result_types != ir.result_types:
@@ -367,7 +360,7 @@ class CpuStep:
         # persistent, aligned buffers for the batch
         self._batch_bufs = []
         for slot, t in zip(nat.param_slots[n_state:], types[n_state:]):
-            raw, addr = _aligned_empty(max(t.nbytes, 1))
+            raw, addr = aligned_empty(t.nbytes)
             view = raw[addr - raw.ctypes.data: addr - raw.ctypes.data + t.nbytes].view(t.dtype.np).reshape(t.shape)
             self._batch_bufs.append((raw, view))
             mem.table[slot] = addr

@@ -12,12 +12,12 @@ calls contend inside the library, so the library's own threading is used.
 
 from __future__ import annotations
 
-from ...ir.types import DType
 from ...codegen.kernel_ir import GemmKernel
+from ...ir.types import DType
+from .llvm_text import LL, FunctionWriter, const_literal
 
 
 def render_blas_gemm(r, k: GemmKernel) -> str:
-    from .llvm_renderer import LL, FunctionWriter, const_literal
     name = k.name
     blas = "sgemm" if k.dtype is DType.f32 else "dgemm"
     ty = LL[k.dtype]

@@ -31,52 +31,13 @@ from ...codegen.renderer import KernelBuffers, Renderer, Scope
 from ...ir.indexing import Clip, FloorDiv, Ix, Mod, Var
 from ...ir.scalar import AccRef, Buf, Clamp, IndexValue, InRange, Load
 from ...ir.types import DType
-from .llvm_math import INTRINSICS_F32, f32_hex, f64_hex, math_library
 from .blas_gemm import render_blas_gemm
+from .llvm_math import INTRINSICS_F32, math_library
+from .llvm_text import ELEMENT_FLAGS, LL, MEM, REDUCE_FLAGS, FunctionWriter, const_literal
 from .small_gemm import prefer_loops, render_loop_gemm
 
-LL = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
-      DType.bool: "i1"}
-MEM = {DType.f32: "float", DType.f64: "double", DType.i32: "i32", DType.i64: "i64",
-       DType.bool: "i8"}
 _BODY_NAME = "<body>"  # placeholder in body texts, filled in when the module is written
-ELEMENT_FLAGS = "contract"
-REDUCE_FLAGS = "reassoc nsz contract"
 PARALLEL_MIN_WORK = 32768  # elements below which a kernel stays on one thread
-
-
-def const_literal(value, dtype: DType) -> str:
-    if dtype is DType.f32:
-        return f32_hex(float(value))
-    if dtype is DType.f64:
-        return f64_hex(float(value))
-    if dtype is DType.bool:
-        return "true" if value else "false"
-    return str(int(value))
-
-
-class FunctionWriter:
-    """Emits the instructions of one LLVM function with fresh SSA names."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-        self.n = 0
-        self.entry_allocas: list[str] = []
-
-    def tmp(self, hint: str = "t") -> str:
-        self.n += 1
-        return f"%{hint}{self.n}"
-
-    def emit(self, text: str) -> None:
-        self.lines.append("  " + text)
-
-    def label(self, name: str) -> None:
-        self.lines.append(f"{name[1:]}:")
-
-    def assign(self, rhs: str, hint: str = "t") -> str:
-        r = self.tmp(hint)
-        self.emit(f"{r} = {rhs}")
-        return r
 
 
 @dataclass

@@ -15,17 +15,14 @@ shape.
 
 from __future__ import annotations
 
-from ...ir.types import DType
 from ...codegen.kernel_ir import GemmKernel
+from ...ir.types import DType
+from .llvm_text import ELEMENT_FLAGS, LL, REDUCE_FLAGS, FunctionWriter, const_literal
 
 LOOP_GEMM_MAX_MNK = 8192  # m * n * k at or below which the loops beat BLAS here
-FLAGS = "contract"
-REDUCE = "reassoc nsz contract"
 
 
 def prefer_loops(k: GemmKernel) -> bool:
-    if not k.dtype.is_float:
-        return True  # BLAS has no integer products
     """Measured on this project's 2-core machine (OpenBLAS from scipy, 1 thread):
 
     | m x n x k (batch) | BLAS us | loops us |
@@ -39,19 +36,16 @@ def prefer_loops(k: GemmKernel) -> bool:
 
     OpenBLAS wins from about 32^3 up, including W1's narrow products; plain vectorized
     loops win only below that (a register-blocked micro-kernel would be needed to beat it
-    on W1's shapes). So the loops are chosen for products of at most 16^3 * 2.
+    on W1's shapes). So the loops are chosen for products of at most 16^3 * 2, and for
+    every integer product (BLAS has none).
     """
+    if not k.dtype.is_float:
+        return True
     return k.m * k.n * k.k <= LOOP_GEMM_MAX_MNK
-
-
-def _lit(x: float, dt: DType) -> str:
-    from .llvm_renderer import const_literal
-    return const_literal(x, dt)
 
 
 def render_loop_gemm(r, k: GemmKernel) -> str:
     """Emit `@name(ptr %table)` computing the GEMM with loops; returns the name."""
-    from .llvm_renderer import LL, FunctionWriter
     ty = LL[k.dtype]
     sz = k.dtype.itemsize
     name = k.name
@@ -66,7 +60,7 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
             return w.assign(f"call {ty} @{fma}({ty} {a}, {ty} {b}, {ty} {c})")
         return w.assign(f"add {ty} {w.assign(f'mul {ty} {a}, {b}')}, {c}")
 
-    def mul(a, b, flags=FLAGS):
+    def mul(a, b, flags=ELEMENT_FLAGS):
         return w.assign(f"fmul {flags} {ty} {a}, {b}" if is_float else f"mul {ty} {a}, {b}")
     w = FunctionWriter()
     w.label("%entry")
@@ -100,8 +94,8 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
         t = w.assign(f"add nsw i64 {t}, {off}")
         return w.assign(f"getelementptr inbounds {ty}, ptr {ptr}, i64 {t}")
 
-    alpha, beta = _lit(k.alpha, k.dtype), _lit(k.beta, k.dtype)
-    zero = _lit(0.0, k.dtype)
+    alpha, beta = const_literal(k.alpha, k.dtype), const_literal(k.beta, k.dtype)
+    zero = const_literal(0.0, k.dtype)
 
     def batch_body(bi):
         offs = []
@@ -148,8 +142,8 @@ def render_loop_gemm(r, k: GemmKernel) -> str:
                     av = w.assign(f"load {ty}, ptr {elem('%a', ao, i, kk, k.a)}, align {sz}")
                     bv = w.assign(f"load {ty}, ptr {elem('%b', bo, kk, j, k.b)}, align {sz}")
                     cur = w.assign(f"load {ty}, ptr {acc}")
-                    prod = mul(av, bv, REDUCE)
-                    total = w.assign(f"fadd {REDUCE} {ty} {cur}, {prod}" if is_float else f"add {ty} {cur}, {prod}")
+                    prod = mul(av, bv, REDUCE_FLAGS)
+                    total = w.assign(f"fadd {REDUCE_FLAGS} {ty} {cur}, {prod}" if is_float else f"add {ty} {cur}, {prod}")
                     w.emit(f"store {ty} {total}, ptr {acc}")
                 loop("kk", k.k, k_body)
                 s = w.assign(f"load {ty}, ptr {acc}")

@@ -33,8 +33,12 @@ import threading
 
 import numpy as np
 
-from ...errors import BackendUnavailable
+from ...codegen.filecache import cache_dir
 from ...codegen.kernel_ir import Program
+from ...codegen.lowering import lower_function
+from ...codegen.program import aligned_empty
+from ...errors import BackendUnavailable
+from ...ir.plan import result_place
 from .cexpr import MT
 from .program import CudaProgram, Launch
 from .renderer import render_cuda_program
@@ -43,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "emu_runtime.h")
 CXXFLAGS = ["-O1", "-std=c++17", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w",
             "-U_FORTIFY_SOURCE"]
-ALIGN = 256
+DEVICE_ALIGN = 256  # what cudaMalloc guarantees, so the emulated buffers are as aligned
 _lock = threading.Lock()
 
 
@@ -82,7 +86,6 @@ def emulation_source(cp: CudaProgram) -> str:
 
 
 def _cache_dir() -> str | None:
-    from ...codegen.filecache import cache_dir
     d = cache_dir()
     return os.path.join(d, "cuda-emu") if d else None
 
@@ -176,10 +179,8 @@ class Emulator:
             raise RuntimeError(f"emulated kernel {ln.name}: {self.lib.emu_error().decode()}")
 
 
-def aligned_empty(nbytes: int, align: int = ALIGN) -> tuple[np.ndarray, int]:
-    raw = np.zeros(max(nbytes, 1) + align, dtype=np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw, raw.ctypes.data + off
+def device_empty(nbytes: int) -> tuple[np.ndarray, int]:
+    return aligned_empty(nbytes, DEVICE_ALIGN)
 
 
 class EmulatedProgram:
@@ -192,13 +193,13 @@ class EmulatedProgram:
         self.emu = Emulator(self.cuda)
         self._keep = []
         self.addrs = [0] * self.cuda.num_slots
-        self.arena_raw, self.addrs[0] = aligned_empty(self.program.arena_bytes)
+        self.arena_raw, self.addrs[0] = device_empty(self.program.arena_bytes)
         for slot, arr in self.program.constants.items():
-            raw, addr = aligned_empty(arr.nbytes)
+            raw, addr = device_empty(arr.nbytes)
             ctypes.memmove(addr, np.ascontiguousarray(arr).ctypes.data, arr.nbytes)
             self._keep.append(raw)
             self.addrs[slot] = addr
-        self.scratch_raw, self.addrs[self.cuda.scratch_slot] = aligned_empty(self.cuda.scratch_bytes)
+        self.scratch_raw, self.addrs[self.cuda.scratch_slot] = device_empty(self.cuda.scratch_bytes)
         self.params: list[np.ndarray] = []
 
     def set_params(self, arrays) -> None:
@@ -206,7 +207,7 @@ class EmulatedProgram:
         self.params = []
         for i, a in enumerate(arrays):
             a = np.ascontiguousarray(a)
-            raw, addr = aligned_empty(a.nbytes)
+            raw, addr = device_empty(a.nbytes)
             view = raw[addr - raw.ctypes.data: addr - raw.ctypes.data + a.nbytes].view(a.dtype).reshape(a.shape)
             view[...] = a
             self._keep.append(raw)
@@ -226,8 +227,6 @@ class EmulatedProgram:
 
 def run_emulated(planned_ir, args, **render_options) -> list[np.ndarray]:
     """Results of a memory-planned IR function, every kernel run by the emulator."""
-    from ...codegen.lowering import lower_function
-    from ...ir.plan import result_place
     ep = EmulatedProgram(lower_function(planned_ir), **render_options)
     ep.run(args)
     outs = []
@@ -256,7 +255,7 @@ class EmulatedDevice:
 
     # memory ------------------------------------------------------------------------------
     def alloc(self, nbytes: int) -> int:
-        raw, addr = aligned_empty(nbytes)
+        raw, addr = device_empty(nbytes)
         self._mem[addr] = raw
         return addr
 
@@ -266,7 +265,7 @@ class EmulatedDevice:
     def pinned(self, shape, dtype) -> np.ndarray:
         dt = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dt.itemsize
-        raw, addr = aligned_empty(nbytes)
+        raw, addr = device_empty(nbytes)
         self._mem[addr] = raw
         off = addr - raw.ctypes.data
         return raw[off:off + nbytes].view(dt).reshape(shape)

@@ -24,6 +24,7 @@ graph_launch where `supports_graphs`.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import json
@@ -342,7 +343,6 @@ class PycudaDevice:
         self.dev = drv.Device(0)
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
-        import atexit
         atexit.register(self._close)
         major, minor = self.dev.compute_capability()
         self.arch = f"sm_{major}{minor}"

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from ...errors import ShapeError
 from ..core import Operation, Value
+from ..interpreter import run_block
 from ..registry import AttrSpec, OpDef, fmt_types, get_op, register
 from ..rewrite import splat_value
 
@@ -103,7 +104,6 @@ def _check_kind(kind, body) -> None:
 
 
 def _fused_ref(xs, op):
-    from ..interpreter import run_block
     return run_block(op.regions[0], xs)
 
 
