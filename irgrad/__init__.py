@@ -9,7 +9,7 @@ from .errors import (ArgumentError, BackendUnavailable, GradientCheckError, Irgr
 from .frontend.function import Function, function, trace
 from .frontend.library import (abs, arange, astype, concatenate, cos, cross_entropy, exp, full,
                                gelu, layer_norm, log, log_softmax, logsumexp, matmul, max,
-                               maximum, mean, minimum, mse_loss, one_hot, ones, pad, relu,
+                               maximum, mean, minimum, mse_loss, one_hot, ones, pad, primitive, relu,
                                reshape, sigmoid, sign, sin, softmax, sqrt, square, stack,
                                stop_gradient, sum, take, tanh, transpose, var, where, zeros)
 from .pytree import tree_map
@@ -31,7 +31,7 @@ __all__ = [
     "PipelineError", "ShapeError", "SourceLoc", "TraceError", "VerifyError", "Function", "function", "trace",
     "abs", "arange", "astype", "concatenate", "cos", "cross_entropy", "exp", "full", "gelu",
     "layer_norm", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
-    "minimum", "mse_loss", "one_hot", "ones", "pad", "relu", "reshape", "sigmoid", "sign", "sin",
+    "minimum", "mse_loss", "one_hot", "ones", "pad", "primitive", "relu", "reshape", "sigmoid", "sign", "sin",
     "softmax", "sqrt", "square", "stack", "stop_gradient", "sum", "take", "tanh", "transpose",
     "var", "where", "zeros", "tree_map", "TensorSpec", "bool_", "f32", "f64", "i32", "i64",
     "Tensor", "Module", "parse", "verify", "DType", "TensorType", "compile", "run_pipeline", "grad", "hvp", "jvp", "value_and_grad", "vjp", "check_grads", "nn", "optim", "compile_step", "training_step",

@@ -17,7 +17,6 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import irgrad as ig
-from irgrad import ir
 from irgrad.ir import Builder, Function, TensorType, run_function, verify_function
 from irgrad.ir.core import Block
 from irgrad.ir.registry import all_ops, get_op

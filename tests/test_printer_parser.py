@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import irgrad as ig
 from irgrad.errors import SourceLoc
-from irgrad.ir import Builder, Function, Module, Operation, TensorType, run_function, verify_function
+from irgrad.ir import Builder, Function, Operation, TensorType, run_function, verify_function
 from irgrad.ir.core import Block
 from irgrad.ir.registry import all_ops
 from irgrad.ir.types import DType

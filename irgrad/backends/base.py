@@ -14,7 +14,8 @@ and rebuild results):
   `upload(array)` sends an assigned entry of `state` to where the step keeps it;
 - `emit(ir, what)` shows generated code (`--emit`), for the kinds in `emits`;
 - `check_support(ir)` refuses, before any native code exists, an op the backend cannot
-  compile, naming the op and the backend.
+  compile, naming the op and the backend (a code-generating backend names its
+  `renderer()`, whose `check_support` knows what it can spell).
 
 `options` and `step_options` list the keyword options each accepts.
 """
@@ -44,8 +45,15 @@ class Backend:
     def emit(self, ir, what: str, **options) -> str:
         raise IrgradError(f"the {self.name} backend shows no '{what}' code")
 
+    def renderer(self):
+        """The Renderer class (codegen/renderer.py) of a backend that generates code."""
+        return None
+
     def check_support(self, ir) -> None:
         """Raise IrgradError naming the first op of `ir` this backend cannot compile."""
+        r = self.renderer()
+        if r is not None:
+            r.check_support(ir)
 
     def check_options(self, options: dict, step: bool = False) -> None:
         known = self.step_options if step else self.options

@@ -521,20 +521,3 @@ def lower_function(f: Function) -> Program:
         raise IrgradError("lowering needs a memory plan (run plan-memory last)")
     check_plan(f)
     return ProgramBuilder(f).build()
-
-
-
-
-def unsupported(f: Function, renderer) -> str | None:
-    """Why `renderer` (a Renderer class) cannot compile `f`, naming the first op it cannot
-    (an op without a lowering, a scalar instruction it cannot spell), or None."""
-    for op in f.walk():
-        d = get_op(op.opname)
-        if d.kernel == "loop" and d.build is None and op.opname != "const":
-            return f"'{op.opname}' has no lowering to the kernel form (its entry has no build hook)"
-        if d.kernel == "reduce" and d.reduction not in ("add", "max"):
-            return f"'{op.opname}' reduces with {d.reduction!r}, which the kernel form does not know"
-        if d.instruction and op.opname not in renderer.code_for_op:
-            return (f"'{op.opname}' is a scalar instruction the {renderer.backend} renderer does "
-                    f"not spell")
-    return None

@@ -28,6 +28,7 @@ from typing import Callable, ClassVar
 
 from ..errors import IrgradError
 from ..ir.indexing import Ix, Var
+from ..ir.registry import get_op
 from ..ir.scalar import (AccRef, Binary, Buf, Cast, Compare, Const, IndexValue, InRange, Load,
                          Select, Sx, Unary, instruction_names, ix_exprs, sx_children, walk_exprs)
 from ..ir.types import DType
@@ -155,6 +156,28 @@ class Renderer:
     def missing_instructions(cls) -> list[str]:
         """Scalar instructions of the registry this renderer cannot spell."""
         return sorted(n for n in instruction_names() if n not in cls.code_for_op)
+
+    @classmethod
+    def unsupported(cls, f) -> str | None:
+        """Why this renderer cannot compile `f` (an IR function), naming the first op it
+        cannot: one without a lowering, or a scalar instruction it cannot spell; or None."""
+        for op in f.walk():
+            d = get_op(op.opname)
+            if d.kernel == "loop" and d.build is None:
+                return f"'{op.opname}' has no lowering to the kernel form (its entry has no build hook)"
+            if d.kernel == "reduce" and d.reduction not in ("add", "max"):
+                return f"'{op.opname}' reduces with {d.reduction!r}, which the kernel form does not know"
+            if d.instruction and op.opname not in cls.code_for_op:
+                return (f"'{op.opname}' is a scalar instruction the {cls.backend} renderer does "
+                        f"not spell")
+        return None
+
+    @classmethod
+    def check_support(cls, f) -> None:
+        """Refuse `f`, before any code exists, if this renderer cannot compile it."""
+        why = cls.unsupported(f)
+        if why:
+            raise IrgradError(f"the {cls.backend} backend cannot compile @{f.name}: {why}")
 
     # -- hooks ---------------------------------------------------------------------------------
     def literal(self, value, dtype: DType) -> str:  # pragma: no cover - abstract

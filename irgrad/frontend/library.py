@@ -12,11 +12,29 @@ import math
 
 import numpy as np
 
+from ..ir.registry import all_ops
 from ..ir.types import DType, TensorType
 from .specs import as_dtype
 from .tensor import (Tensor, as_tensor, const_tensor, binary, broadcast_shapes, broadcast_to, emit, fail,
                      matmul as _matmul, mean as _mean, normalize_axes, reduce, reshape as _reshape,
                      transpose as _transpose, unary)
+
+
+def primitive(opname: str, *operands, result_type=None, **attrs) -> Tensor:
+    """Apply any op of the registry to tensors: `ig.primitive("softplus", x)` calls an op
+    registered outside irgrad (see docs/architecture.md, "Add an op"). A Python number
+    takes the dtype and shape of the first tensor operand; a numpy array becomes a
+    constant. `result_type` (an ir TensorType or a TensorSpec) is for ops whose result
+    type is written out."""
+    if opname not in all_ops():
+        raise fail(f"no op named '{opname}' is registered (register an OpDef first: "
+                   f"docs/architecture.md, 'Add an op')")
+    first = next((x for x in operands if isinstance(x, Tensor)), None)
+    values = [as_tensor(x, first, first.shape if first is not None else ()).value
+              for x in operands]
+    if result_type is not None and not isinstance(result_type, TensorType):
+        result_type = TensorType(as_dtype(result_type.dtype), tuple(result_type.shape))
+    return emit(opname, *values, result_type=result_type, **attrs)
 
 
 def exp(x): return unary("exp", x)

@@ -10,6 +10,11 @@ tight: both the AD result and the finite differences are computed in double prec
 - order k > 1 recurses: x -> J^T u and x -> J v (u, v fixed) are checked to order k - 1,
   which exercises grad-of-grad, jvp-of-vjp and jvp-of-jvp.
 
+`backend="cpu"` (or any registered backend, with its `backend_options`) compiles every
+function the check evaluates, the derivatives and the function itself, so the finite
+differences check the generated code of each order too; the default runs them on the
+reference interpreter.
+
 A failure raises `GradientCheckError` naming the argument, the worst element, both values
 and the relative error.
 """
@@ -19,16 +24,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..api import as_function
+from ..backends import get_backend
 from ..errors import GradientCheckError, IrgradError
 from ..frontend.function import Function, trace
 from ..pytree import leaf_paths
 from ..frontend.specs import TensorSpec
 from ..ir.builder import Builder
+from ..ir.interpreter import check_arguments, run_function
 from ..ir.core import Function as IrFunction
 from ..ir.types import DType, TensorType
 from ..passes.forward_ad import forward_ad
 from ..passes.reverse_ad import reverse_ad
-from ..ir.interpreter import run_function
 
 ELEMENTWISE_LIMIT = 32  # arguments with at most this many elements are checked element by element
 
@@ -62,9 +68,11 @@ def _to_f64(x):
 
 
 def check_grads(f, args, order: int = 1, modes=("fwd", "rev"), eps: float | None = None,
-                rtol: float | None = None, atol: float | None = None, seed: int = 0) -> None:
+                rtol: float | None = None, atol: float | None = None, seed: int = 0,
+                backend: str = "numpy", backend_options: dict | None = None) -> None:
     """Check f's derivatives at `args` to `order`; raises GradientCheckError on a mismatch."""
     fn = as_function(f)
+    runner = Runner(backend, backend_options or {})
     for m in modes:
         if m not in ("fwd", "rev"):
             raise IrgradError(f"check_grads: unknown mode {m!r} (use 'fwd' and/or 'rev')")
@@ -74,19 +82,38 @@ def check_grads(f, args, order: int = 1, modes=("fwd", "rev"), eps: float | None
     names = []
     for i, child in enumerate(fn.in_tree.children):
         names += leaf_paths(child, f"argument {i}")
-    _check(f64.ir, x, names, order, tuple(modes), eps or 1e-5, rtol or 1e-5, atol or 1e-6,
-           np.random.default_rng(seed))
+    _check(runner, f64.ir, x, names, order, tuple(modes), eps or 1e-5, rtol or 1e-5,
+           atol or 1e-6, np.random.default_rng(seed))
 
 
 def _float_leaves(f: IrFunction) -> list[int]:
     return [i for i, p in enumerate(f.params) if p.dtype.is_float]
 
 
-def _run(f: IrFunction, x) -> list[np.ndarray]:
-    return [np.asarray(o, dtype=np.float64) for o in run_function(f, x)]
+class Runner:
+    """Runs the functions of one check: on the interpreter, or compiled once each for a
+    backend (the arguments are checked as a compiled call checks them)."""
+
+    def __init__(self, backend: str, options: dict):
+        self.backend = get_backend(backend) if backend != "numpy" else None
+        self.options = options
+        self.compiled: dict[int, tuple] = {}
+
+    def __call__(self, f: IrFunction, x) -> list[np.ndarray]:
+        if self.backend is None:
+            outs = run_function(f, x)
+        else:
+            got = self.compiled.get(id(f))
+            if got is None or got[0] is not f:
+                got = self.compiled[id(f)] = (f, self.backend.compile(f, "O2", **self.options))
+            arrays = check_arguments([p.type for p in f.params], [p.name for p in f.params],
+                                     [np.asarray(a, order="C") for a in x], f.name,
+                                     native=self.backend.native)
+            outs = got[1].run(arrays)
+        return [np.asarray(o, dtype=np.float64) for o in outs]
 
 
-def _check(f: IrFunction, x, names, order, modes, eps, rtol, atol, rng) -> None:
+def _check(_run: Runner, f: IrFunction, x, names, order, modes, eps, rtol, atol, rng) -> None:
     wrt = _float_leaves(f)
     if not wrt:
         raise IrgradError(f"check_grads: {f.name} has no float arguments")
@@ -108,7 +135,7 @@ def _check(f: IrFunction, x, names, order, modes, eps, rtol, atol, rng) -> None:
             _compare_gradient(scalar, x, i, ad[k], names[i], eps, rtol, atol, rng, f.name)
         if order > 1:
             g = _bake(vjp_f, len(x), cts)
-            _check(g, x, names, order - 1, modes, eps, rtol, atol, rng)
+            _check(_run, g, x, names, order - 1, modes, eps, rtol, atol, rng)
     if "fwd" in modes:
         jvp_f = forward_ad(f, wrt)
         n_out = len(f.result_types)
@@ -127,7 +154,7 @@ def _check(f: IrFunction, x, names, order, modes, eps, rtol, atol, rng) -> None:
         if order > 1:
             v = [rng.standard_normal(x[j].shape) for j in wrt]
             g = _bake(jvp_f, len(x), v, keep=slice(n_out, None))
-            _check(g, x, names, order - 1, modes, eps, rtol, atol, rng)
+            _check(_run, g, x, names, order - 1, modes, eps, rtol, atol, rng)
 
 
 def _bake(g: IrFunction, n_args: int, extra, keep=None) -> IrFunction:

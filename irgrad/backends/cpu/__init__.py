@@ -5,7 +5,6 @@ This module is the plug-in only: the implementation is imported when first used,
 
 from __future__ import annotations
 
-from ...errors import IrgradError
 from ..base import Backend, register_backend
 
 
@@ -27,12 +26,9 @@ class CpuBackend(Backend):
         from .backend import CpuStep
         return CpuStep(ir, state, pipeline, **options)
 
-    def check_support(self, ir) -> None:
-        from ...codegen.lowering import unsupported
+    def renderer(self):
         from .llvm_renderer import KernelRenderer
-        why = unsupported(ir, KernelRenderer)
-        if why:
-            raise IrgradError(f"the cpu backend cannot compile @{ir.name}: {why}")
+        return KernelRenderer
 
     def emit(self, ir, what: str, threads: int | None = None, **options) -> str:
         from ...codegen.lowering import lower_function

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import io
 import json
-import os
 import threading
 import time
 
@@ -29,7 +28,7 @@ from ...ir.parser import parse_function
 from ...ir.plan import has_plan, result_place, written_params
 from ...ir.printer import print_function
 from ...codegen.kernel_ir import GemmKernel
-from ...codegen.lowering import default_threads, lower_function, plan_for_codegen, unsupported
+from ...codegen.lowering import default_threads, lower_function, plan_for_codegen
 from ...codegen.program import aligned_empty
 from . import cache
 from .jit import JitModule, compile_program, target_facts
@@ -141,9 +140,7 @@ class NativeProgram:
     def _build(self, ir, pipeline, threads, opt):
         t0 = time.perf_counter()
         planned = plan_for_codegen(ir, pipeline)
-        why = unsupported(planned, KernelRenderer)
-        if why:
-            raise IrgradError(f"the cpu backend cannot compile @{planned.name}: {why}")
+        KernelRenderer.check_support(planned)
         t1 = time.perf_counter()
         program = lower_function(planned)
         rendered = render_program(program, threads)

@@ -7,7 +7,6 @@ This module is the plug-in only: the implementation is imported when first used,
 
 from __future__ import annotations
 
-from ...errors import IrgradError
 from ..base import Backend, register_backend
 
 
@@ -39,12 +38,9 @@ class CudaBackend(Backend):
         from .backend import CudaStep
         return CudaStep(ir, state, pipeline, **options)
 
-    def check_support(self, ir) -> None:
-        from ...codegen.lowering import unsupported
+    def renderer(self):
         from .cexpr import ExprRenderer
-        why = unsupported(ir, ExprRenderer)
-        if why:
-            raise IrgradError(f"the cuda backend cannot compile @{ir.name}: {why}")
+        return ExprRenderer
 
     def emit(self, ir, what: str, **options) -> str:
         if what != "cuda":

@@ -34,10 +34,10 @@ import time
 
 import numpy as np
 
-from ...errors import ArgumentError, IrgradError
+from ...errors import ArgumentError
 from ...ir.core import Function as IrFunction
 from ...ir.plan import result_place
-from ...codegen.lowering import lower_function, plan_for_codegen, unsupported
+from ...codegen.lowering import lower_function, plan_for_codegen
 from .cexpr import ExprRenderer
 from .renderer import render_cuda_program
 from .runtime import get_device
@@ -49,9 +49,7 @@ class DeviceProgram:
         t0 = time.perf_counter()
         self.ir = ir
         self.device = device
-        why = unsupported(ir, ExprRenderer)
-        if why:
-            raise IrgradError(f"the cuda backend cannot compile @{ir.name}: {why}")
+        ExprRenderer.check_support(ir)
         self.program = lower_function(ir)
         self.cuda = render_cuda_program(self.program, tf32=tf32)
         self.module = device.load(self.cuda)

@@ -38,7 +38,7 @@ import math
 import re
 
 from ...ir.types import DType
-from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel, Store
+from ...codegen.kernel_ir import GemmKernel, LoopKernel, Program, ReduceKernel, ScatterKernel
 from ...ir.indexing import FloorDiv, Ix, Mod, Var, atom_vars, linearize
 from ...ir.scalar import AccRef, Buf, Clamp, Load, ix_exprs, sx_indices, walk_exprs
 from ...codegen.renderer import KernelBuffers, Scope
