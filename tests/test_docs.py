@@ -1,12 +1,16 @@
 """Every command and code block shown in README.md and docs/*.md runs, so the docs cannot rot.
 
-- ```python blocks run in order, one namespace per document, from the repository root;
+- ```python blocks run in order, one namespace per document, from the repository root
+  (a block indented in a list is dedented);
 - ```console blocks hold `$ command` lines, each followed by its expected output; a
   command must exit 0 (unless the block is preceded by `<!-- doctest: exit=N -->`) and
   print the expected lines (trailing spaces ignored; a line `...` matches any lines);
 - ```ir blocks must parse and verify;
 - `<!-- doctest: skip -->` before a block skips it (used only for the two set-up commands,
   which the CI runs anyway, and long trainings).
+
+A document may register ops, passes and backends (docs/architecture.md's recipes do);
+the registries are restored after each document.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
+import types
 
 import pytest
 
 import irgrad as ig
+from irgrad.backends import base as backend_registry
+from irgrad.ir import registry as op_registry
+from irgrad.passes import manager as pass_registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(
@@ -85,18 +94,32 @@ def run_console(body: str, opts: dict, where: str, tmp_path):
 CASES = [(os.path.relpath(p, ROOT), p) for p in DOCS]
 
 
+@pytest.fixture
+def registries():
+    op_registry.all_ops()  # (the built-in entries are loaded before the snapshot)
+    pass_registry.known_passes()
+    saved = [(d, dict(d)) for d in (op_registry.REGISTRY, pass_registry.PASSES,
+                                    backend_registry.BACKENDS, backend_registry._instances)]
+    yield
+    for d, copy in saved:
+        d.clear()
+        d.update(copy)
+
+
 @pytest.mark.parametrize("name,path", CASES, ids=[c[0] for c in CASES])
-def test_document(name, path, tmp_path, monkeypatch):
+def test_document(name, path, tmp_path, monkeypatch, registries):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("IRGRAD_CACHE_DIR", str(tmp_path / "cache"))
-    namespace = {"__name__": "__doc__"}
+    module = types.ModuleType("_irgrad_doc")  # a real module: dataclasses look theirs up
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
     ran = 0
     for lang, body, opts, line in blocks(path):
         where = f"{name}:{line}"
         if opts.get("skip"):
             continue
         if lang == "python":
-            exec(compile(body, where, "exec"), namespace)
+            exec(compile(textwrap.dedent(body), where, "exec"), namespace)
         elif lang == "console":
             run_console(body, opts, where, tmp_path)
         elif lang == "ir":

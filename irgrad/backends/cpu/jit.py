@@ -1,4 +1,4 @@
-"""JIT compilation of LLVM IR text with llvmlite, and the on-disk compile cache.
+"""JIT compilation of LLVM IR text with llvmlite (the compile cache is cache.py).
 
 - The target is the host CPU with its features (and 512-bit vectors where it has them).
 - External symbols are resolved before any code runs: BLAS `sgemm`/`dgemm` from scipy's
