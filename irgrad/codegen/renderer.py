@@ -43,6 +43,7 @@ class KernelBuffers:
         self.bufs: dict = {}
         self.written: set = set()
         self._args: dict | None = None
+        self._list: list | None = None
 
     @staticmethod
     def key(b: Buf):
@@ -53,8 +54,10 @@ class KernelBuffers:
         old = self.bufs.get(k)
         if old is None or b.size > old.size:
             self.bufs[k] = b
-        if write:
+            self._args = self._list = None
+        if write and k not in self.written:
             self.written.add(k)
+            self._args = self._list = None
 
     def add_exprs(self, exprs, indices=()) -> None:
         extra = [e for ix in indices for e in ix_exprs(ix)]
@@ -85,18 +88,20 @@ class KernelBuffers:
 
     def args(self) -> list[BufferArg]:
         """One argument per buffer; `noalias` where no other buffer overlaps it."""
+        if self._list is not None:
+            return self._list
         keys = list(self.bufs)
+        spans = [(b.slot, b.offset, b.offset + b.size * b.dtype.itemsize)
+                 for b in self.bufs.values()]
         out = []
-        for i, k in enumerate(keys):
+        for i, (k, (slot, lo, hi)) in enumerate(zip(keys, spans)):
+            overlaps = any(j != i and s == slot and lo2 < hi and lo < hi2
+                           for j, (s, lo2, hi2) in enumerate(spans))
             b = self.bufs[k]
-            lo, hi = b.offset, b.offset + b.size * b.dtype.itemsize
-            overlaps = any(
-                k2 != k and self.bufs[k2].slot == b.slot and self.bufs[k2].offset < hi
-                and lo < self.bufs[k2].offset + self.bufs[k2].size * self.bufs[k2].dtype.itemsize
-                for k2 in keys)
             out.append(BufferArg(f"b{i}", b.slot, b.offset, b.dtype, b.size, k in self.written,
                                  not overlaps))
-        self._args = {k: a for k, a in zip(keys, out)}
+        self._args = dict(zip(keys, out))
+        self._list = out
         return out
 
     def arg(self, b: Buf) -> BufferArg:
@@ -222,23 +227,24 @@ class Renderer:
     # -- the walk ------------------------------------------------------------------------------
     def expr(self, e: Sx, scope: Scope) -> str:
         """Render an expression DAG iteratively (post-order), memoized per scope."""
-        stack = [(e, False)]
+        known, stack = self.known, [(e, False)]
         while stack:
             x, ready = stack.pop()
-            if self.known(x, scope) is not None:
+            if known(x, scope) is not None:
                 continue
             kids = sx_children(x)
-            if not ready and any(self.known(k, scope) is None for k in kids):
+            vals = [known(k, scope) for k in kids]
+            if not ready and None in vals:
                 stack.append((x, True))
-                stack.extend((k, False) for k in kids if self.known(k, scope) is None)
+                stack.extend((k, False) for k, v in zip(kids, vals) if v is None)
                 continue
             own = self.leaf(x, scope)
             if own is not None:
                 scope.memo[x] = own
                 continue
             home = self.place(x, scope)
-            self.bind(x, self.node(x, [self.known(k, scope) for k in kids], home), home)
-        return self.known(e, scope)
+            self.bind(x, self.node(x, vals, home), home)
+        return known(e, scope)
 
     def node(self, x: Sx, kids, scope: Scope) -> str:
         dt = x.dtype

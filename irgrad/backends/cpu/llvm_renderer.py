@@ -441,9 +441,6 @@ class KernelRenderer(Renderer):
     def literal(self, value, dtype: DType) -> str:
         return const_literal(value, dtype)
 
-    def known(self, x, scope):
-        return scope.lookup(x)
-
     def load(self, x: Load, scope) -> str:
         w = self.w
         p = self.address(x.buf, x.index, scope)
