@@ -89,6 +89,9 @@ PRIMITIVE_CASES = {
     "cos": [_unary_case("cos", NRM(2, 3))],
     "tanh": [_unary_case("tanh", NRM(2, 3))],
     "sqrt": [_unary_case("sqrt", POS(2, 3))],
+    "log1p": [_unary_case("log1p", POS(2, 3) - 0.9)],
+    "expm1": [_unary_case("expm1", NRM(2, 3))],
+    "erf": [_unary_case("erf", NRM(2, 3))],
     "abs": [_unary_case("abs", AWAY.copy()),
             # abs composed with a smooth op, so the second derivative is not trivially zero
             (prim("abs", [tt(F64, 2, 3)], lambda b, a: b.mul(b.abs(a), b.sin(a))), [AWAY.copy()])],
@@ -131,6 +134,8 @@ PRIMITIVE_CASES = {
                 [NRM(2, 3), NRM(2, 1), NRM(2, 2)])],
     "reduce_sum": [(prim("reduce_sum", [tt(F64, 2, 3, 4)],
                          lambda b, a: b.reduce_sum(_sq(b, a), (0, 2))), [NRM(2, 3, 4)])],
+    "reduce_min": [(prim("reduce_min", [tt(F64, 3, 4)],
+                         lambda b, a: b.emit("reduce_min", b.sin(a), axes=(0,))), [NRM(3, 4)])],
     "reduce_max": [(prim("reduce_max", [tt(F64, 3, 4)],
                          lambda b, a: b.reduce_max(_sq(b, a), (1,))), [NRM(3, 4)]),
                    (prim("reduce_max", [tt(F64, 2, 3, 2)],
@@ -214,6 +219,9 @@ def test_derivative_conventions_at_kinks_and_ties():
 # name -> (build V(x, y), V in numpy); the function checked is sum(V(x, y) * y).
 ZERO_CASES = {
     "sign": (lambda b, x, y: b.sign(x), lambda x, y: np.sign(x)),
+    "floor": (lambda b, x, y: b.floor(b.scale(x, 3.0)), lambda x, y: np.floor(3 * x)),
+    "ceil": (lambda b, x, y: b.ceil(b.scale(x, 3.0)), lambda x, y: np.ceil(3 * x)),
+    "round": (lambda b, x, y: b.round(b.scale(x, 3.0)), lambda x, y: np.round(3 * x)),
     "stop_gradient": (lambda b, x, y: b.emit("stop_gradient", b.sin(x)),
                       lambda x, y: np.sin(x)),
     **{c: ((lambda c: lambda b, x, y: b.cast(b.emit(c, x, y), F64))(c),

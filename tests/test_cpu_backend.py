@@ -357,7 +357,7 @@ def test_reductions_row_and_column_layouts(dt):
     y = rand((45, 29), np_dt, 12, -9, 9)
     # row layout: the innermost axis is reduced; column layout: it is kept
     check_ir(f"""
-    func @f(%x: {dt}[6,7,45], %y: {dt}[45,29]) -> ({dt}[6,7], {dt}[7,45], {dt}[6,45], {dt}[], {dt}[29], {dt}[45], {dt}[6], {dt}[7], {dt}[45,29]) {{
+    func @f(%x: {dt}[6,7,45], %y: {dt}[45,29]) -> ({dt}[6,7], {dt}[7,45], {dt}[6,45], {dt}[], {dt}[29], {dt}[45], {dt}[6], {dt}[7], {dt}[45,29], {dt}[6,7], {dt}[45]) {{
       %0 = reduce_sum %x {{axes=[2]}} : {dt}[6,7]
       %1 = reduce_sum %x {{axes=[0]}} : {dt}[7,45]
       %2 = reduce_max %x {{axes=[1]}} : {dt}[6,45]
@@ -368,7 +368,9 @@ def test_reductions_row_and_column_layouts(dt):
       %7 = reduce_sum %x {{axes=[0, 2]}} : {dt}[7]
       %8 = broadcast %4 {{dims=[1]}} : {dt}[45,29]
       %9 = sub %y, %8 : {dt}[45,29]
-      return %0, %1, %2, %3, %4, %5, %6, %7, %9
+      %10 = reduce_min %x {{axes=[2]}} : {dt}[6,7]
+      %11 = reduce_min %y {{axes=[1]}} : {dt}[45]
+      return %0, %1, %2, %3, %4, %5, %6, %7, %9, %10, %11
     }}""", x, y)
 
 
@@ -399,11 +401,12 @@ def test_large_column_reduction_partial_sums_beyond_the_stack_limit():
     # 40000 float32 partial sums = 160 KB, more than the 64 KB kept on the stack
     x = rand((3, 40000), np.float32, 4)
     check_ir("""
-    func @f(%x: f32[3,40000]) -> (f32[40000], f32[40000]) {
+    func @f(%x: f32[3,40000]) -> (f32[40000], f32[40000], f32[40000]) {
       %0 = reduce_sum %x {axes=[0]} : f32[40000]
       %1 = mul %0, %0 : f32[40000]
       %2 = reduce_max %x {axes=[0]} : f32[40000]
-      return %1, %2
+      %3 = reduce_min %x {axes=[0]} : f32[40000]
+      return %1, %2, %3
     }""", x)
 
 

@@ -136,12 +136,20 @@ func @f(%x: f32[64,40], %y: f32[6,40]) -> (f32[40], f32[40]) {
   %1 = reduce_max %y {axes=[0]} : f32[40]
   return %0, %1
 }""", {"reduce column", "reduce row thread"}, ["part[ty][tx]"]),
+    "reduce_min": ("""
+func @f(%x: f32[64,100], %y: f32[64,40], %z: f32[2,20000]) -> (f32[64], f32[40], f32[2]) {
+  %0 = reduce_min %x {axes=[1]} : f32[64]
+  %1 = reduce_min %y {axes=[0]} : f32[40]
+  %2 = reduce_min %z {axes=[1]} : f32[2]
+  return %0, %1, %2
+}""", {"reduce row warp", "reduce column", "reduce row split"}, ["IrgMin", "irg_min"]),
     "reduce_ints": ("""
-func @f(%x: i32[7,9]) -> (i32[7], i64[9]) {
+func @f(%x: i32[7,9]) -> (i32[7], i64[9], i32[9]) {
   %0 = reduce_sum %x {axes=[1]} : i32[7]
   %1 = cast %x {dtype=i64} : i64[7,9]
   %2 = reduce_max %1 {axes=[0]} : i64[9]
-  return %0, %2
+  %3 = reduce_min %x {axes=[0]} : i32[9]
+  return %0, %2, %3
 }""", set(), ["irg_add"]),
     "gemm_batched_trans": ("""
 func @f(%a: f32[3,5,7], %b: f32[3,6,7], %bias: f32[6]) -> f32[3,5,6] {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import scipy.special as scipy_special
 import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
@@ -96,7 +97,9 @@ def same(got, want, dtype=None):
 # --- unary -----------------------------------------------------------------------------------
 
 UNARY_NP = {"neg": np.negative, "exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos,
-            "tanh": np.tanh, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign}
+            "tanh": np.tanh, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign,
+            "log1p": np.log1p, "expm1": np.expm1, "floor": np.floor, "ceil": np.ceil,
+            "round": np.round, "erf": lambda x: scipy_special.erf(x).astype(x.dtype)}
 
 
 @covers(*UNARY_NP)
@@ -198,7 +201,8 @@ def test_select_errors():
 
 # Operand dtypes an op does not take: (op, operand dtype, number of operands, words).
 DTYPE_ERRORS = (
-    [(op, d, 1, "floating-point") for op in ("exp", "log", "sin", "cos", "tanh", "sqrt")
+    [(op, d, 1, "floating-point") for op in ("exp", "log", "sin", "cos", "tanh", "sqrt", "log1p",
+                                             "expm1", "erf", "floor", "ceil", "round")
      for d in (I32, I64, BOOL)]
     + [(op, BOOL, 1, "numeric") for op in ("neg", "abs", "sign")]
     + [(op, d, 2, "floating-point") for op in ("div", "pow") for d in (I32, I64, BOOL)]
@@ -212,19 +216,21 @@ def test_operand_dtype_errors(op, dtype, n, words):
     assert words in msg and f"{dtype}[3]" in msg
 
 
-@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max", "reduce_min"])
 def test_reduce_rejects_bool(op):
     assert "bool[3]" in infer_error(op, [tt(BOOL, (3,))], axes=(0,))
 
 
 @pytest.mark.parametrize("dt", [F32, F64, I32, I64])
 def test_reduce_max_of_nothing_is_the_identity(dt):
-    """The max over an empty axis is -inf (the integer minimum), as in JAX (numpy refuses)."""
-    f = Function("f", [tt(dt, (0, 3))])
-    f.set_outputs([Builder(f.body).reduce_max(f.params[0], (0,))])
-    (got,) = run_function(f, [np.zeros((0, 3), dt.np)])
-    low = -np.inf if dt.is_float else np.iinfo(dt.np).min
-    np.testing.assert_array_equal(got, np.full(3, low, dt.np))
+    """The max over an empty axis is -inf (the integer minimum), as in JAX (numpy refuses);
+    the min, +inf (the integer maximum)."""
+    for op, want in (("reduce_max", -np.inf if dt.is_float else np.iinfo(dt.np).min),
+                     ("reduce_min", np.inf if dt.is_float else np.iinfo(dt.np).max)):
+        f = Function("f", [tt(dt, (0, 3))])
+        f.set_outputs([Builder(f.body).emit(op, f.params[0], axes=(0,))])
+        (got,) = run_function(f, [np.zeros((0, 3), dt.np)])
+        np.testing.assert_array_equal(got, np.full(3, want, dt.np))
 
 
 # --- cast --------------------------------------------------------------------------------------
@@ -432,19 +438,20 @@ def test_reduce_sum(axes, dtype):
     same(run_op("reduce_sum", [x], axes=axes), np.sum(x, axis=axes, dtype=dtype.np))
 
 
-@covers("reduce_max")
+@covers("reduce_max", "reduce_min")
 @pytest.mark.parametrize("axes", AXES_OF_3)
 @pytest.mark.parametrize("dtype", NUMERIC)
-def test_reduce_max(axes, dtype):
+def test_reduce_max_and_min(axes, dtype):
     x = arr((2, 3, 4), dtype, np.random.default_rng(13))
     same(run_op("reduce_max", [x], axes=axes), np.max(x, axis=axes))
+    same(run_op("reduce_min", [x], axes=axes), np.min(x, axis=axes))
 
 
 def test_reduce_sum_of_empty_axis_is_zero():
     same(run_op("reduce_sum", [np.zeros((0, 3), np.float32)], axes=(0,)), np.zeros(3, np.float32))
 
 
-@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max", "reduce_min"])
 @pytest.mark.parametrize("axes", [(3,), (-1,), (1, 0), (1, 1)])
 def test_reduce_bad_axes(op, axes):
     msg = infer_error(op, [tt(F32, (2, 3, 4))], axes=axes)

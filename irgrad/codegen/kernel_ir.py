@@ -37,7 +37,7 @@ class LoopKernel:
 @dataclass
 class ReduceKernel:
     """For every point of `outer` (the kept axes): accumulate `operand` over `inner` (the
-    reduced axes) with `combine` ('add' or 'max') starting from `init`; `prologue` stores
+    reduced axes) with `combine` (the instruction: 'add', 'max' or 'min') starting from `init`; `prologue` stores
     run at every inner point, `epilogue` stores after the reduction (AccRef = result).
 
     `layout` is 'row' (reduced axes include the innermost one: accumulate in registers) or

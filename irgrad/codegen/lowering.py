@@ -233,9 +233,9 @@ class ProgramBuilder:
         full = [Var(f"i{d}", n) for d, n in enumerate(x.shape)]
         outer = [full[d] for d in range(len(full)) if d not in axes]
         inner = [full[d] for d in axes]
-        combine = get_op(red.opname).reduction
-        dt = red.result.dtype
-        init = 0 if combine == "add" else (-math.inf if dt.is_float else int(np.iinfo(dt.np).min))
+        d = get_op(red.opname)
+        combine, dt = d.reduction, red.result.dtype
+        init = d.identity(dt)
         operand = ev.at(x, full)
         layout = reduction_layout(red)
         sources.set(red.result, AccRef(dt))

@@ -156,6 +156,7 @@ class Renderer:
 
     backend: ClassVar[str] = ""
     code_for_op: ClassVar[dict[str, Callable]] = {}
+    reductions: ClassVar[tuple[str, ...]] = ("add", "max", "min")  # combines it renders
 
     @classmethod
     def missing_instructions(cls) -> list[str]:
@@ -170,8 +171,9 @@ class Renderer:
             d = get_op(op.opname)
             if d.kernel == "loop" and d.build is None:
                 return f"'{op.opname}' has no lowering to the kernel form (its entry has no build hook)"
-            if d.kernel == "reduce" and d.reduction not in ("add", "max"):
-                return f"'{op.opname}' reduces with {d.reduction!r}, which the kernel form does not know"
+            if d.kernel == "reduce" and d.reduction not in cls.reductions:
+                return (f"'{op.opname}' reduces with {d.reduction!r}, which the {cls.backend} "
+                        f"renderer does not combine")
             if d.instruction and op.opname not in cls.code_for_op:
                 return (f"'{op.opname}' is a scalar instruction the {cls.backend} renderer does "
                         f"not spell")

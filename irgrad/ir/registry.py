@@ -17,7 +17,8 @@ op names:
 - traits: `elementwise`, `alias` (the result is the operand's bytes: a view in memory
   plans, the same linear index in fusion), `kernel` (the kernel it makes or joins:
   "loop", "reduce", "matmul", "scatter", or "region" for an op that runs its region), `cost` (the work of recomputing one element, for
-  fusion), `reduction` (the combining instruction of a reduction), `linear` (the
+  fusion), `reduction` (the combining instruction of a reduction) and `identity` (the
+  value it starts from, per dtype), `linear` (the
   coefficients of a linear combination of the operands), `scales` (linear in each operand
   when the others are constants), `instruction` (lowers to the scalar instruction of the
   same name, which every renderer spells);
@@ -73,6 +74,7 @@ class OpDef:
     kernel: str = "loop"
     cost: int = 1
     reduction: str | None = None
+    identity: Callable | None = None  # a reduction's starting value: dtype -> number
     linear: tuple | None = None
     scales: bool = False
     instruction: bool = False

@@ -62,6 +62,9 @@ class RenderedProgram:
         return self.kernels + "\n; ---- glue (compiled without optimization) ----\n\n" + self.glue_defs
 
 
+_EXTREMUM = {"max": "maximum", "min": "minimum"}  # LLVM's NaN-propagating float intrinsics
+
+
 class KernelRenderer(Renderer):
     backend = "cpu"
 
@@ -345,16 +348,17 @@ class KernelRenderer(Renderer):
             self.loops(k.outer, Scope(), epi_body, lo, hi)
 
     def combine(self, k: ReduceKernel, a: str, b: str) -> str:
+        """One step of a reduction (reassociable, so it vectorizes): add, or max/min with
+        NaN propagating (llvm.maximum/minimum; signed smax/smin on integers)."""
         ty = LL[k.dtype]
-        if k.dtype.is_float:
-            if k.combine == "add":
-                return self.w.assign(f"fadd {REDUCE_FLAGS} {ty} {a}, {b}")
-            self.declare(f"declare {ty} @llvm.maximum.{_sfx(k.dtype)}({ty}, {ty})")
-            return self.w.assign(f"call {REDUCE_FLAGS} {ty} @llvm.maximum.{_sfx(k.dtype)}({ty} {a}, {ty} {b})")
         if k.combine == "add":
-            return self.w.assign(f"add {ty} {a}, {b}")
-        self.declare(f"declare {ty} @llvm.smax.{ty}({ty}, {ty})")
-        return self.w.assign(f"call {ty} @llvm.smax.{ty}({ty} {a}, {ty} {b})")
+            return self.w.assign(f"fadd {REDUCE_FLAGS} {ty} {a}, {b}" if k.dtype.is_float
+                                 else f"add {ty} {a}, {b}")
+        fn = (f"llvm.{_EXTREMUM[k.combine]}.{_sfx(k.dtype)}" if k.dtype.is_float
+              else f"llvm.s{k.combine}.{ty}")
+        flags = f"{REDUCE_FLAGS} " if k.dtype.is_float else ""
+        self.declare(f"declare {ty} @{fn}({ty}, {ty})")
+        return self.w.assign(f"call {flags}{ty} @{fn}({ty} {a}, {ty} {b})")
 
     def scatter_kernel(self, k: ScatterKernel, lo, hi) -> None:
         if k.copy is not None:
@@ -533,10 +537,14 @@ def _sign(r, dt, args, odt):
     return w.assign(f"select i1 {gt}, {ty} 1, {ty} {t}")
 
 
-def _sqrt(r, dt, args, odt):
-    ty, (a,) = LL[dt], args
-    r.declare(f"declare {ty} @llvm.sqrt.{_sfx(dt)}({ty})")
-    return r.w.assign(f"call {ELEMENT_FLAGS} {ty} @llvm.sqrt.{_sfx(dt)}({ty} {a})")
+def _intrinsic(name):
+    """A float intrinsic of LLVM (vectorizable): sqrt, floor, ceil, roundeven."""
+    def spell(r, dt, args, odt):
+        ty, (a,) = LL[dt], args
+        r.declare(f"declare {ty} @llvm.{name}.{_sfx(dt)}({ty})")
+        return r.w.assign(f"call {ELEMENT_FLAGS} {ty} @llvm.{name}.{_sfx(dt)}({ty} {a})")
+    return spell
+
 
 
 def _math(name, inline_f32: bool):
@@ -600,9 +608,11 @@ def _compare(name):
 
 
 KernelRenderer.code_for_op = {
-    "neg": _neg, "abs": _abs, "sign": _sign, "sqrt": _sqrt,
+    "neg": _neg, "abs": _abs, "sign": _sign, "sqrt": _intrinsic("sqrt"),
     "exp": _math("exp", True), "log": _math("log", True), "tanh": _math("tanh", True),
     "sin": _math("sin", False), "cos": _math("cos", False),
+    "log1p": _math("log1p", False), "expm1": _math("expm1", False), "erf": _math("erf", False),
+    "floor": _intrinsic("floor"), "ceil": _intrinsic("ceil"), "round": _intrinsic("roundeven"),
     "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
     "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
     **{name: _compare(name) for name in _FCMP},

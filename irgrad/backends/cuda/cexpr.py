@@ -330,7 +330,9 @@ def _compare(name):
 
 ExprRenderer.code_for_op = {
     "neg": _neg, "abs": _abs, "sign": _sign,
-    **{name: _math(name) for name in ("exp", "log", "sin", "cos", "tanh", "sqrt")},
+    **{name: _math(name) for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "log1p",
+                                      "expm1", "erf", "floor", "ceil")},
+    "round": lambda r, dt, args, odt: f"rint{_fsuffix(dt)}({args[0]})",  # half to even
     "add": _arith("+", "add"), "sub": _arith("-", "sub"), "mul": _arith("*", "mul"),
     "div": _arith("/", "div"), "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
     **{name: _compare(name) for name in CMP},

@@ -69,6 +69,7 @@ IRG_DEV long long irg_clamp_index(long long v, long long n) {
 
 struct IrgAdd { template <class T> IRG_DEV T operator()(T a, T b) const { return irg_add(a, b); } };
 struct IrgMax { template <class T> IRG_DEV T operator()(T a, T b) const { return irg_max(a, b); } };
+struct IrgMin { template <class T> IRG_DEV T operator()(T a, T b) const { return irg_min(a, b); } };
 
 // every lane of the warp ends with the combination of all 32 values
 template <class T, class Op> IRG_DEV T irg_warp_reduce(T v, Op op) {

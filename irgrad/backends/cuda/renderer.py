@@ -345,7 +345,7 @@ class CudaRenderer:
         args, arglist = self._reduce_args(k)
         ct = CT[k.dtype]
         init = literal(k.init, k.dtype)
-        op = "IrgAdd()" if k.combine == "add" else "IrgMax()"
+        op = _FUNCTOR[k.combine]
         body = Block()
         root = Scope(None, body)
         ex = ExprRenderer(args)
@@ -437,7 +437,7 @@ class CudaRenderer:
         args, arglist = self._reduce_args(k, [scratch])
         ct = CT[dt]
         init = literal(k.init, dt)
-        op = "IrgAdd()" if k.combine == "add" else "IrgMax()"
+        op = _FUNCTOR[k.combine]
         body = Block()
         root = Scope(None, body)
         ex = ExprRenderer(args)
@@ -472,8 +472,12 @@ def _accrefs(k: ReduceKernel):
     return out
 
 
+# how a reduction combines two values: the prelude's function and functor per instruction
+_FUNCTOR = {"add": "IrgAdd()", "max": "IrgMax()", "min": "IrgMin()"}
+
+
 def _combine(k: ReduceKernel, a: str, b: str) -> str:
-    return f"irg_add({a}, {b})" if k.combine == "add" else f"irg_max({a}, {b})"
+    return f"irg_{k.combine}({a}, {b})"
 
 
 def lane_form(ix: Ix, x: Var):

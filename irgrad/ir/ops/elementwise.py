@@ -109,6 +109,23 @@ unary("sqrt", np.sqrt, lambda b, x, y, t: b.div(b.scale(t, 0.5), y), cost=EXPENS
 unary("abs", np.abs, lambda b, x, y, t: b.mul(t, b.sign(x[0])), numeric_ok=True)
 # d/dx sign x = 0 almost everywhere
 unary("sign", np.sign, None, numeric_ok=True)
+# d/dx log1p x = 1 / (1 + x)   (log(1 + x), exact for tiny x)
+unary("log1p", np.log1p, lambda b, x, y, t: b.div(t, b.add(b.ones_like(x[0]), x[0])), cost=EXPENSIVE)
+# d/dx expm1 x = exp x = expm1(x) + 1   (exp(x) - 1, exact for tiny x)
+unary("expm1", np.expm1, lambda b, x, y, t: b.mul(t, b.add(y, b.ones_like(y))), cost=EXPENSIVE)
+def _erf(x):
+    from scipy.special import erf  # imported on first use: scipy.special costs 150 ms
+    return erf(x).astype(x.dtype)
+
+
+# d/dx erf x = 2/sqrt(pi) exp(-x^2)
+unary("erf", _erf,
+      lambda b, x, y, t: b.mul(t, b.scale(b.exp(b.neg(b.mul(x[0], x[0]))), 2 / math.sqrt(math.pi))),
+      cost=EXPENSIVE)
+# floor, ceil and round (half to even, as numpy) are piecewise constant: derivative 0
+unary("floor", np.floor, None)
+unary("ceil", np.ceil, None)
+unary("round", np.rint, None)
 
 
 def _binary_infer(name, pred, words, result_bool=False):

@@ -3,6 +3,8 @@ scatter_add."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...errors import ShapeError
@@ -60,12 +62,13 @@ register(OpDef(
     vjp=_sum_vjp,
     jvp=lambda b, op, ts: [b.reduce_sum(ts[0], op.attrs["axes"])],
     attrs={"axes": AttrSpec("ints")}, num_operands=1, kernel="reduce", reduction="add",
-    rules=(_reduce_rules,),
+    identity=lambda dt: 0, rules=(_reduce_rules,),
     doc="Sum over `axes` (increasing); the reduced axes are dropped."))
 
 
 def _max_weights(b, op):
-    """1/count where x attains the max of its row, 0 elsewhere (ties share the derivative)."""
+    """1/count where x attains the max (or min) of its row, 0 elsewhere (ties share the
+    derivative)."""
     x, y, axes = op.operands[0], op.result, op.attrs["axes"]
     keep = kept_axes(len(x.shape), axes)
     hit = b.cast(b.eq(x, b.broadcast(y, x.shape, keep)), x.dtype)
@@ -84,20 +87,39 @@ def _max_jvp(b, op, ts):
     return [b.reduce_sum(b.mul(ts[0], w), op.attrs["axes"])]
 
 
-def _max_ref(xs, op):
+def lowest(dt: DType):
+    """The identity of max: -inf, or the integer minimum."""
+    return -math.inf if dt.is_float else int(np.iinfo(dt.np).min)
+
+
+def highest(dt: DType):
+    """The identity of min: +inf, or the integer maximum."""
+    return math.inf if dt.is_float else int(np.iinfo(dt.np).max)
+
+
+def _extremum_ref(fn, identity):
     # the max of no elements is the identity of max (-inf, or the integer minimum), as in
     # JAX's jnp.max(..., initial=-inf) (numpy refuses empty reductions without `initial`)
-    x = xs[0]
-    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    return [np.max(x, axis=op.attrs["axes"], initial=low)]
+    def ref(xs, op):
+        x = xs[0]
+        return [fn(x, axis=op.attrs["axes"], initial=identity(DType.from_numpy(x.dtype)))]
+    return ref
 
 
 register(OpDef(
     name="reduce_max", infer=_reduce_infer("reduce_max"),
-    reference=_max_ref,
+    reference=_extremum_ref(np.max, lowest),
     vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
-    kernel="reduce", reduction="max", rules=(_reduce_rules,),
+    kernel="reduce", reduction="max", identity=lowest, rules=(_reduce_rules,),
     doc="Max over `axes` (increasing); the reduced axes are dropped."))
+
+# d min(x) / dx_i = 1/k at the k positions where x_i equals the min (as for max)
+register(OpDef(
+    name="reduce_min", infer=_reduce_infer("reduce_min"),
+    reference=_extremum_ref(np.min, highest),
+    vjp=_max_vjp, jvp=_max_jvp, attrs={"axes": AttrSpec("ints")}, num_operands=1,
+    kernel="reduce", reduction="min", identity=highest, rules=(_reduce_rules,),
+    doc="Min over `axes` (increasing); the reduced axes are dropped."))
 
 
 # --- matmul ------------------------------------------------------------------------------------
