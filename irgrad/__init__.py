@@ -7,11 +7,16 @@ memory-plan it; codegen turns it into native code. See DESIGN.md for the public 
 from .errors import (ArgumentError, BackendUnavailable, GradientCheckError, IrgradError,
                      ParseError, PipelineError, ShapeError, SourceLoc, TraceError, VerifyError)
 from .frontend.function import Function, function, trace
-from .frontend.library import (abs, arange, astype, concatenate, cos, cross_entropy, exp, full,
-                               gelu, layer_norm, log, log_softmax, logsumexp, matmul, max,
-                               maximum, mean, minimum, mse_loss, one_hot, ones, pad, primitive, relu,
-                               reshape, sigmoid, sign, sin, softmax, sqrt, square, stack,
-                               stop_gradient, sum, take, tanh, transpose, var, where, zeros)
+from .frontend.library import (abs, arange, argmax, argmin, astype, ceil, clip, concatenate, cos,
+                               cross_entropy, cumsum, elu, erf, exp, expm1, floor, full, gelu,
+                               layer_norm, leaky_relu, log, log1p, log_softmax, logical_and,
+                               logical_not, logical_or, logical_xor, logsumexp, matmul, max,
+                               maximum, mean, min, minimum, mse_loss, one_hot, ones, pad,
+                               primitive, relu, reshape, round, sigmoid, sign, silu, sin,
+                               softmax, softplus, sqrt, square, stack, stop_gradient, sum, take,
+                               tanh, transpose, var, where, zeros)
+from .frontend.einsum import einsum
+from .frontend.conv import avg_pool2d, conv1d, conv2d, conv_transpose2d, max_pool2d
 from .pytree import tree_map
 from .frontend.specs import TensorSpec, bool_, f32, f64, i32, i64
 from .frontend.tensor import Tensor
@@ -20,7 +25,7 @@ from .ir.types import DType, TensorType
 from .api import compile
 from .transforms.autodiff import grad, hvp, jvp, value_and_grad, vjp
 from .transforms.gradcheck import check_grads
-from .frontend import nn, optim
+from .frontend import nn, optim, random
 from .transforms.training import compile_step, training_step
 from .passes.manager import run_pipeline
 
@@ -29,6 +34,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError", "BackendUnavailable", "GradientCheckError", "IrgradError", "ParseError",
     "PipelineError", "ShapeError", "SourceLoc", "TraceError", "VerifyError", "Function", "function", "trace",
+    "argmax", "argmin", "ceil", "clip", "cumsum", "einsum", "elu", "erf", "expm1", "floor",
+    "leaky_relu", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "min",
+    "round", "silu", "softplus", "avg_pool2d", "conv1d", "conv2d", "conv_transpose2d", "max_pool2d",
+    "random",
     "abs", "arange", "astype", "concatenate", "cos", "cross_entropy", "exp", "full", "gelu",
     "layer_norm", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
     "minimum", "mse_loss", "one_hot", "ones", "pad", "primitive", "relu", "reshape", "sigmoid", "sign", "sin",

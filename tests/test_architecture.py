@@ -160,6 +160,8 @@ def test_every_op_has_a_lowering_the_backend_renders(backend):
             assert d.reads is not None or d.num_operands == 0, f"'{name}' reads nothing"
         elif d.kernel == "reduce":
             assert d.reduction in r.reductions and d.identity is not None, name
+        elif d.kernel == "expand":
+            assert d.expand is not None, name
         else:
             assert d.kernel in ("matmul", "scatter", "region"), name
 

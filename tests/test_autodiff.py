@@ -149,6 +149,22 @@ PRIMITIVE_CASES = {
                (prim("gather", [tt(F64, 4, 3), tt(I64, 5)],
                      lambda b, a, i: b.gather(_sq(b, a), i, 1)),
                 [NRM(4, 3), np.array([0, 2, 2, 1, -3], np.int64)])],
+    "reverse": [(prim("reverse", [tt(F64, 2, 3, 4)],
+                      lambda b, a: b.emit("reverse", _sq(b, a), axes=(0, 2))), [NRM(2, 3, 4)])],
+    "window": [(prim("window", [tt(F64, 2, 5, 6)],
+                     lambda b, a: b.emit("window", _sq(b, a), kernel=(2, 3), stride=(2, 1),
+                                         dilation=(1, 2), pad_low=(1, 0), pad_high=(0, 2))),
+                [NRM(2, 5, 6)]),
+               (prim("window", [tt(F64, 2, 7)],  # negative padding crops
+                     lambda b, a: b.emit("window", b.sin(a), kernel=(2,), stride=(2,),
+                                         dilation=(1,), pad_low=(-1,), pad_high=(0,))), [NRM(2, 7)])],
+    "conv": [(prim("conv", [tt(F64, 2, 4, 5, 6), tt(F64, 6, 2, 3, 2)],
+                   lambda b, x, w: b.emit("conv", _sq(b, x), b.sin(w), stride=(2, 1), dilation=(1, 2),
+                                          pad_low=(1, 0), pad_high=(1, 2), groups=2)),
+              [NRM(2, 4, 5, 6), NRM(6, 2, 3, 2)]),
+             (prim("conv", [tt(F64, 2, 3, 8), tt(F64, 4, 3, 3)],
+                   lambda b, x, w: b.emit("conv", x, w, stride=(3,), dilation=(1,), pad_low=(2,),
+                                          pad_high=(-1,), groups=1)), [NRM(2, 3, 8), NRM(4, 3, 3)])],
     "scatter_add": [(prim("scatter_add", [tt(F64, 4, 3), tt(I32, 3), tt(F64, 3, 3)],
                           lambda b, a, i, u: b.scatter_add(_sq(b, a), i, b.mul(u, u), 0)),
                      [NRM(4, 3), np.array([1, 1, 3], np.int32), NRM(3, 3)])],
@@ -224,11 +240,32 @@ ZERO_CASES = {
     "round": (lambda b, x, y: b.round(b.scale(x, 3.0)), lambda x, y: np.round(3 * x)),
     "stop_gradient": (lambda b, x, y: b.emit("stop_gradient", b.sin(x)),
                       lambda x, y: np.sin(x)),
+    **{name: ((lambda name: lambda b, x, y: b.cast(b.emit(name, b.cast(b.scale(x, 100.0), I32),
+                                                          b.cast(b.scale(y, 3.0), I32)), F64))(name),
+              (lambda fn: lambda x, y: fn((100 * x).astype(np.int32), (3 * y).astype(np.int32)).astype(np.float64))(fn))
+       for name, fn in (("bitwise_and", np.bitwise_and), ("bitwise_or", np.bitwise_or),
+                        ("bitwise_xor", np.bitwise_xor),
+                        ("shift_left", lambda a, c: np.left_shift(a, c & 31)),
+                        ("shift_right_logical",
+                         lambda a, c: (a.view(np.uint32) >> (c & 31).astype(np.uint32)).view(np.int32)))},
+    # random bits of a key made from x: a function of x with zero derivative
+    "random_bits": (lambda b, x, y: b.cast(b.emit("random_bits", b.reshape(b.cast(b.slice(
+                        b.reshape(b.scale(x, 1000.0), (6,)), (0,), (2,)), I32), (2,)),
+                        result_type=TensorType(I32, (2, 3))), F64),
+                    lambda x, y: _random_bits_np((1000 * x).reshape(6)[:2].astype(np.int32), (2, 3))),
     **{c: ((lambda c: lambda b, x, y: b.cast(b.emit(c, x, y), F64))(c),
            (lambda fn: lambda x, y: fn(x, y).astype(np.float64))(fn))
        for c, fn in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
                      ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal))},
 }
+
+
+def _random_bits_np(key, shape):
+    from irgrad.ir.ops.random import threefry2x32
+    i = np.arange(int(np.prod(shape)), dtype=np.uint32)
+    x0, _ = threefry2x32(key[0].astype(np.int64).astype(np.uint32), key[1].astype(np.int64).astype(np.uint32),
+                         np.zeros_like(i), i)
+    return x0.view(np.int32).reshape(shape).astype(np.float64)
 
 
 def test_every_non_differentiable_op_with_operands_is_covered():

@@ -676,3 +676,138 @@ def test_registry_entries_are_consistent():
         if not od.differentiable:
             continue
         assert od.vjp is not None or od.has_region, f"differentiable op {name} has no VJP"
+
+
+# --- convolution, windows, flips ----------------------------------------------------------------
+
+def _conv_loops(x, w, stride, dilation, lo, hi, groups):
+    """conv by its definition, one output element at a time (independent of the entry's
+    reference): y[n, o, j] = sum_{c, k} x[n, g(o) C/G + c, j s + k d - lo] w[o, c, k]."""
+    N, C = x.shape[:2]
+    O, cg = w.shape[:2]
+    K = w.shape[2:]
+    S = x.shape[2:]
+    J = [(s_ + l + h - (k - 1) * d - 1) // st + 1 for s_, k, st, d, l, h in zip(S, K, stride, dilation, lo, hi)]
+    y = np.zeros([N, O] + J)
+    for n, o in itertools.product(range(N), range(O)):
+        g = o // (O // groups)
+        for j in itertools.product(*(range(a) for a in J)):
+            acc = 0.0
+            for c in range(cg):
+                for k in itertools.product(*(range(a) for a in K)):
+                    pos = [jj * st + kk * d - l for jj, kk, st, d, l in zip(j, k, stride, dilation, lo)]
+                    if all(0 <= p < s_ for p, s_ in zip(pos, S)):
+                        acc += x[(n, g * cg + c) + tuple(pos)] * w[(o, c) + k]
+            y[(n, o) + j] = acc
+    return y
+
+
+CONV_CASES = [  # x shape, w shape, stride, dilation, pad_low, pad_high, groups
+    ((2, 3, 6, 5), (4, 3, 3, 2), (1, 1), (1, 1), (1, 0), (1, 1), 1),
+    ((1, 4, 7, 7), (6, 2, 3, 3), (2, 3), (2, 1), (0, 2), (1, 0), 2),
+    ((2, 2, 9), (2, 1, 2), (3,), (2,), (1,), (-1,), 2),
+    ((1, 2, 3, 4, 4), (2, 2, 2, 1, 3), (1, 2, 1), (1, 1, 1), (0, 1, 1), (1, 0, 1), 1),
+    ((3, 1, 5, 5), (2, 1, 5, 5), (1, 1), (1, 1), (0, 0), (0, 0), 1),
+]
+
+
+@covers("conv")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv(case):
+    xs, ws, s, d, lo, hi, g = case
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    got = run_op("conv", [x, w], stride=s, dilation=d, pad_low=lo, pad_high=hi, groups=g)
+    np.testing.assert_allclose(got, _conv_loops(x, w, s, d, lo, hi, g), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("types,attrs,words", [
+    ([tt(F32, (1, 3, 5, 5)), tt(F32, (2, 2, 3, 3))], dict(groups=1), "input channels per group"),
+    ([tt(F32, (1, 4, 5, 5)), tt(F32, (3, 2, 3, 3))], dict(groups=2), "must divide"),
+    ([tt(F32, (1, 2, 3, 3)), tt(F32, (2, 2, 5, 5))], dict(groups=1), "larger than the padded input"),
+    ([tt(F32, (1, 2, 3, 3)), tt(F32, (2, 2, 3))], dict(groups=1), "spatial axes"),
+    ([tt(I32, (1, 2, 3, 3)), tt(I32, (2, 2, 3, 3))], dict(groups=1), "floating-point"),
+    ([tt(F32, (1, 2, 5, 5)), tt(F32, (2, 2, 3, 3))], dict(groups=1, stride=(0, 1)), "stride and dilation"),
+])
+def test_conv_errors(types, attrs, words):
+    full = dict(stride=(1, 1), dilation=(1, 1), pad_low=(0, 0), pad_high=(0, 0)) | attrs
+    assert words in infer_error("conv", types, **full)
+
+
+def _window_loops(x, k, s, d, lo, hi, fill):
+    lead = x.ndim - len(k)
+    S = x.shape[lead:]
+    J = [(a + l + h - (kk - 1) * dd - 1) // ss + 1 for a, kk, ss, dd, l, h in zip(S, k, s, d, lo, hi)]
+    out = np.full(x.shape[:lead] + tuple(k) + tuple(J), fill, dtype=x.dtype)
+    for kk in itertools.product(*(range(a) for a in k)):
+        for j in itertools.product(*(range(a) for a in J)):
+            pos = [jj * ss + a * dd - l for jj, a, ss, dd, l in zip(j, kk, s, d, lo)]
+            if all(0 <= p < n for p, n in zip(pos, S)):
+                out[(Ellipsis,) + kk + j] = x[(Ellipsis,) + tuple(pos)]
+    return out
+
+
+@covers("window")
+@pytest.mark.parametrize("shape,k,s,d,lo,hi,fill", [
+    ((2, 3, 6, 7), (2, 2), (2, 2), (1, 1), (0, 0), (0, 1), 0.0),
+    ((3, 8), (3,), (1,), (2,), (2,), (1,), -np.inf),
+    ((2, 5, 5), (3, 3), (2, 1), (1, 2), (1, 2), (-1, 2), 1.5),
+])
+def test_window(shape, k, s, d, lo, hi, fill):
+    x = arr(shape, F64, np.random.default_rng(4))
+    got = run_op("window", [x], kernel=k, stride=s, dilation=d, pad_low=lo, pad_high=hi, fill=fill)
+    same(got, _window_loops(x, k, s, d, lo, hi, fill))
+
+
+def test_window_errors():
+    assert "larger than the padded input" in infer_error(
+        "window", [tt(F32, (2, 3))], kernel=(4,), stride=(1,), dilation=(1,), pad_low=(0,), pad_high=(0,))
+    assert "one per spatial axis" in infer_error(
+        "window", [tt(F32, (2, 3))], kernel=(2,), stride=(1, 1), dilation=(1,), pad_low=(0,), pad_high=(0,))
+
+
+@covers("reverse")
+@pytest.mark.parametrize("axes", [(0,), (1, 2), (), (2, 0)])
+def test_reverse(axes):
+    x = arr((2, 3, 4), F32, np.random.default_rng(5))
+    same(run_op("reverse", [x], axes=axes), np.flip(x, axes) if axes else x)
+
+
+# --- bits and random numbers --------------------------------------------------------------------
+
+@covers("bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right_logical")
+@pytest.mark.parametrize("dtype", [I32, I64])
+def test_bit_operations(dtype):
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dtype.np)
+    a = rng.integers(info.min, info.max, (50,), dtype=dtype.np)
+    b = rng.integers(info.min, info.max, (50,), dtype=dtype.np)
+    sh = rng.integers(-70, 70, (50,)).astype(dtype.np)
+    bits = dtype.itemsize * 8
+    u = np.uint32 if dtype is I32 else np.uint64
+    same(run_op("bitwise_and", [a, b]), a & b)
+    same(run_op("bitwise_or", [a, b]), a | b)
+    same(run_op("bitwise_xor", [a, b]), a ^ b)
+    # shift amounts are taken mod the width, on the bit pattern (Python ints as the oracle)
+    want_l = [((int(x) % (1 << bits)) << (int(s) % bits)) % (1 << bits) for x, s in zip(a, sh)]
+    want_r = [(int(x) % (1 << bits)) >> (int(s) % bits) for x, s in zip(a, sh)]
+    same(run_op("shift_left", [a, sh]), np.array(want_l, dtype=u).view(dtype.np))
+    same(run_op("shift_right_logical", [a, sh]), np.array(want_r, dtype=u).view(dtype.np))
+    assert "integer" in infer_error("bitwise_xor", [tt(F32, (2,)), tt(F32, (2,))])
+
+
+@covers("random_bits")
+def test_random_bits_known_answers():
+    # Random123's known-answer vectors for threefry2x32_20 (kat_vectors): key (k0, k1),
+    # counter (0, i); word 0 of the output
+    from irgrad.ir.ops.random import threefry2x32
+    assert [int(v) for v in threefry2x32(0, 0, 0, 0)] == [0x6B200159, 0x99BA4EFE]
+    assert [int(v) for v in threefry2x32(0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)] == \
+        [0x1CB996FC, 0xBB002BE7]
+    assert [int(v) for v in threefry2x32(0x13198A2E, 0x03707344, 0x243F6A88, 0x85A308D3)] == \
+        [0xC4923A9C, 0x483DF7A0]
+    key = np.array([0x13198A2E, 0x03707344], np.uint32).view(np.int32)
+    got = run_op("random_bits", [key], result_type=tt(I32, (2, 3)))
+    want = [int(threefry2x32(0x13198A2E, 0x03707344, 0, i)[0]) for i in range(6)]
+    same(got, np.array(want, np.uint32).view(np.int32).reshape(2, 3))
+    assert "key i32[2]" in infer_error("random_bits", [tt(I32, (3,))], result_type=tt(I32, (2,)))

@@ -440,12 +440,12 @@ def test_o1_rounds_follow_the_reported_changes():
     out = io.StringIO()
     run_pipeline(f, "O1", print_after_all=True, time_passes=True, stream=out)
     labels = [label for label, _ in _dumps(out.getvalue().split("===-")[0])]
-    o1 = ["constant-fold", "simplify", "cse", "dce"]
-    assert labels[:4] == [f"IR Dump After {p} (@f)" for p in o1]
-    assert len(labels) > 4  # cse exposed work for simplify: a second round showed it
+    o1 = ["expand", "constant-fold", "simplify", "cse", "dce"]
+    assert labels[:5] == [f"IR Dump After {p} (@f)" for p in o1]
+    assert len(labels) > 5  # cse exposed work for simplify: a second round showed it
     timed = re.findall(r"^\s+[0-9.]+\s+[0-9.]+\s+(\S+)$", out.getvalue(), flags=re.M)
-    assert len(timed) % 4 == 0 and timed == o1 * (len(timed) // 4)  # whole rounds ran
-    assert len(timed) // 4 <= manager.FIXPOINT_PRESETS["O1"]
+    assert len(timed) % 5 == 0 and timed == o1 * (len(timed) // 5)  # whole rounds ran
+    assert len(timed) // 5 <= manager.FIXPOINT_PRESETS["O1"]
     # on its own output, one quiet round: nothing changes, so nothing more is shown
     out = io.StringIO()
     once = run_pipeline(f, "O1")
@@ -753,7 +753,7 @@ def test_pipeline_text_with_options():
 
 def test_presets_expand():
     assert flat_names(parse_pipeline("O0")) == []
-    o1 = ["constant-fold", "simplify", "cse", "dce"]
+    o1 = ["expand", "constant-fold", "simplify", "cse", "dce"]
     assert flat_names(parse_pipeline("O1")) == o1
     assert flat_names(parse_pipeline("O2")) == o1 + ["fuse", "plan-memory"]
     assert flat_names(parse_pipeline("O1,fuse{max-ops=4}")) == o1 + ["fuse"]
@@ -761,7 +761,7 @@ def test_presets_expand():
     assert print_function(run_pipeline(f, "O2")) == print_function(
         run_pipeline(f, "O1,fuse,plan-memory"))
     assert print_function(run_pipeline(f, "O1")) == print_function(
-        run_pipeline(f, "constant-fold,simplify,cse,dce"))
+        run_pipeline(f, "expand,constant-fold,simplify,cse,dce"))
     assert print_function(run_pipeline(f, "O0")) == print_function(f)
 
 
@@ -865,9 +865,9 @@ def test_print_after_all_labels_every_pass():
     dumps = _dumps(out.getvalue())
     assert [label for label, _ in dumps] == [
         f"IR Dump After {p} (@f)" for p in
-        ["constant-fold", "simplify", "cse", "dce", "fuse", "plan-memory"]]
+        ["expand", "constant-fold", "simplify", "cse", "dce", "fuse", "plan-memory"]]
     stage = f
-    for (label, text), p in zip(dumps, ["constant-fold", "simplify", "cse", "dce", "fuse",
+    for (label, text), p in zip(dumps, ["expand", "constant-fold", "simplify", "cse", "dce", "fuse",
                                         "plan-memory"]):
         stage = run_pipeline(stage, p)
         assert text.strip() == print_function(stage).strip(), label
@@ -910,14 +910,14 @@ def test_irgrad_dump_writes_one_parseable_file_per_pass(tmp_path, monkeypatch):
     monkeypatch.setenv("IRGRAD_DUMP", str(tmp_path / "dumps"))
     result = run_pipeline(m, "O2")
     files = sorted(os.listdir(tmp_path / "dumps"))
-    assert files == ["00-input.ir", "01-constant-fold.ir", "02-simplify.ir", "03-cse.ir",
-                     "04-dce.ir", "05-fuse.ir", "06-plan-memory.ir"]
+    assert files == ["00-input.ir", "01-expand.ir", "02-constant-fold.ir", "03-simplify.ir",
+                     "04-cse.ir", "05-dce.ir", "06-fuse.ir", "07-plan-memory.ir"]
     for name in files:
         dumped = ig.parse((tmp_path / "dumps" / name).read_text(), name)
         assert list(dumped.functions) == ["f", "g"], name  # both functions, none overwritten
     first = ig.parse((tmp_path / "dumps" / "00-input.ir").read_text())
     assert str(first) == str(m)
-    last = ig.parse((tmp_path / "dumps" / "06-plan-memory.ir").read_text())
+    last = ig.parse((tmp_path / "dumps" / "07-plan-memory.ir").read_text())
     assert str(last) == str(result)
 
 

@@ -25,6 +25,7 @@ from ..ir.plan import check_plan, has_plan, is_view, placements
 from ..ir.registry import get_op
 from ..ir.scalar import AccRef, Buf, Clamp, Const, Load, Sx, sx_indices, sx_substitute, walk_exprs
 from ..ir.types import DType
+from ..passes.expand import needs_expand
 from ..passes.manager import run_pipeline
 from ..passes.patterns import is_concat, operand_matrix_view, result_matrix_view, view_chain, writer_chain
 from .kernel_ir import (GemmKernel, LoopKernel, MatrixView, Program, ReduceKernel, ScatterKernel,
@@ -507,8 +508,11 @@ def default_threads() -> int:
 
 def plan_for_codegen(ir: Function, pipeline: str) -> Function:
     """Run `pipeline` (which verifies its input: a plan given with it is proved sound);
-    codegen needs a memory plan, so plan-memory runs last if the result has none."""
+    codegen needs a memory plan, so plan-memory runs last if the result has none; ops no
+    kernel computes (conv) are expanded first if the pipeline left any (O0)."""
     out = run_pipeline(ir, pipeline)
+    if needs_expand(out):
+        out = run_pipeline(out, "expand")
     if not has_plan(out):
         out = run_pipeline(out, "plan-memory")
     return out

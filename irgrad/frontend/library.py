@@ -16,7 +16,7 @@ from ..ir.registry import all_ops
 from ..ir.types import DType, TensorType
 from .specs import as_dtype
 from .tensor import (Tensor, as_tensor, const_tensor, binary, broadcast_shapes, broadcast_to, emit, fail,
-                     matmul as _matmul, mean as _mean, normalize_axes, reduce, reshape as _reshape,
+                     matmul as _matmul, mean as _mean, normalize_axes, promote_types, reduce, reshape as _reshape,
                      transpose as _transpose, unary)
 
 
@@ -46,6 +46,12 @@ def sqrt(x): return unary("sqrt", x)
 def abs(x): return unary("abs", x)  # noqa: A001 - mirrors numpy's name
 def sign(x): return unary("sign", x)
 def square(x): return as_tensor(x) * x
+def log1p(x): return unary("log1p", x)
+def expm1(x): return unary("expm1", x)
+def erf(x): return unary("erf", x)
+def floor(x): return unary("floor", x)
+def ceil(x): return unary("ceil", x)
+def round(x): return unary("round", x)  # noqa: A001 - halves to even, as numpy's
 
 
 def maximum(a, b): return binary("max", a, b)
@@ -68,11 +74,81 @@ def sigmoid(x):
     return where(pos, 1.0 / (e + 1.0), e / (e + 1.0))
 
 
-def gelu(x):
-    # gelu x = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (the tanh form)
+def gelu(x, approximate=True):
+    """GELU. approximate=True (or "tanh"): x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+    approximate=False (or "none", PyTorch's default): x/2 (1 + erf(x / sqrt 2))."""
     x = as_tensor(x)
+    if approximate in (False, "none"):
+        return x * 0.5 * (erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
+    if approximate not in (True, "tanh"):
+        raise fail(f"gelu's approximate is True/'tanh' or False/'none', got {approximate!r}")
     inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
     return x * 0.5 * (tanh(inner) + 1.0)
+
+
+def softplus(x, beta=1.0):
+    # softplus x = log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large |x|;
+    # with beta: softplus(beta x) / beta, as PyTorch's
+    x = as_tensor(x)
+    if beta != 1.0:
+        return softplus(x * float(beta)) * (1.0 / float(beta))
+    return relu(x) + log1p(exp(-abs(x)))
+
+
+def silu(x):
+    # silu x = x sigmoid(x)
+    x = as_tensor(x)
+    return x * sigmoid(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    x = as_tensor(x)
+    return where(x > 0.0, x, x * float(negative_slope))
+
+
+def elu(x, alpha=1.0):
+    # elu x = x for x > 0, alpha (e^x - 1) otherwise; expm1 sees only the non-positive
+    # branch, so a large x cannot overflow into the unselected side's derivative
+    x = as_tensor(x)
+    pos = x > 0.0
+    return where(pos, x, expm1(where(pos, 0.0, x)) * float(alpha))
+
+
+def clip(x, min=None, max=None):  # noqa: A002 - numpy's names
+    """numpy's clip: max(min(x, max), min) with either bound None."""
+    x = as_tensor(x)
+    if min is None and max is None:
+        raise fail("clip needs min, max or both")
+    if min is not None:
+        x = maximum(x, min)
+    if max is not None:
+        x = minimum(x, max)
+    return x
+
+
+def _bool(x, what):
+    x = as_tensor(x)
+    if x.dtype is not DType.bool:
+        raise fail(f"{what} needs bool tensors, got {x.type} (compare first, or use .astype(bool))")
+    return x
+
+
+def logical_and(a, b):
+    a, b = _bool(a, "logical_and"), _bool(b, "logical_and")
+    return where(a, b, False)
+
+
+def logical_or(a, b):
+    a, b = _bool(a, "logical_or"), _bool(b, "logical_or")
+    return where(a, True, b)
+
+
+def logical_not(a):
+    return _bool(a, "logical_not") == False  # noqa: E712 - a traced comparison
+
+
+def logical_xor(a, b):
+    return _bool(a, "logical_xor") != _bool(b, "logical_xor")
 
 
 def stop_gradient(x):
@@ -93,7 +169,8 @@ def where(cond, a, b):
     else:
         a = as_tensor(a, b, shape)
     if a.dtype is not b.dtype:
-        raise fail(f"ig.where branches have different dtypes: {a.type} and {b.type}")
+        d = promote_types(a.dtype, b.dtype)
+        a, b = a.astype(d), b.astype(d)
     shape = broadcast_shapes(cond.shape, a.shape, b.shape)
     return emit("select", broadcast_to(cond, shape).value, broadcast_to(a, shape).value,
                 broadcast_to(b, shape).value)
@@ -107,8 +184,57 @@ def max(x, axis=None, keepdims=False):  # noqa: A001
     return reduce("reduce_max", x, axis, keepdims)
 
 
+def min(x, axis=None, keepdims=False):  # noqa: A001
+    return reduce("reduce_min", x, axis, keepdims)
+
+
 def mean(x, axis=None, keepdims=False):
     return _mean(x, axis, keepdims)
+
+
+def _arg_extremum(x, axis, keepdims, opname):
+    # the first index where x equals its extremum (or is NaN, as numpy's): the min over
+    # such indices of iota, the others replaced by n; int32 results, as JAX's
+    x = as_tensor(x)
+    if axis is None:
+        r = _arg_extremum(_reshape(x, (x.size,)), 0, False, opname)
+        return _reshape(r, (1,) * x.ndim) if keepdims else r
+    (ax,) = normalize_axes(axis, x.ndim)
+    n = x.shape[ax]
+    m = stop_gradient(_keep(reduce(opname, x, (ax,)), x, (ax,)))
+    hit = broadcast_to(m, x.shape) == x
+    if x.dtype.is_float:
+        hit = logical_or(hit, x != x)
+    idx = emit("iota", axis=ax, result_type=TensorType(DType.i32, x.shape))
+    r = reduce("reduce_min", where(hit, idx, n), (ax,))
+    return _keep(r, x, (ax,)) if keepdims else r
+
+
+def argmax(x, axis=None, keepdims=False):
+    return _arg_extremum(x, axis, keepdims, "reduce_max")
+
+
+def argmin(x, axis=None, keepdims=False):
+    return _arg_extremum(x, axis, keepdims, "reduce_min")
+
+
+def cumsum(x, axis=-1):
+    """Inclusive prefix sums along `axis` (numpy's cumsum; bools count as int32). Hillis
+    and Steele's scan: log2(n) shifted adds, each a fusable elementwise step."""
+    x = as_tensor(x)
+    if x.dtype is DType.bool:
+        x = x.astype(DType.i32)
+    (ax,) = normalize_axes(axis, x.ndim)
+    n, shift = x.shape[ax], 1
+    while shift < n:
+        keep = list(x.shape)
+        keep[ax] = n - shift
+        low = [0] * x.ndim
+        low[ax] = shift
+        shifted = emit("slice", x.value, start=(0,) * x.ndim, limit=tuple(keep))
+        x = x + emit("pad", shifted.value, low=tuple(low), high=(0,) * x.ndim)
+        shift *= 2
+    return x
 
 
 def var(x, axis=None, keepdims=False):

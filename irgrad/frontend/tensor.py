@@ -215,13 +215,21 @@ def _promote_pair(a, b):
             a = a.astype(DType.f32)
         return a, as_tensor(b, a, a.shape)
     if a.dtype is not b.dtype:
-        if a.dtype is DType.bool:
-            return a.astype(b.dtype), b
-        if b.dtype is DType.bool:
-            return a, b.astype(a.dtype)
-        raise fail(f"operands have different dtypes: {a.type} and {b.type} "
-                   f"(convert one with .astype(...))")
+        d = promote_types(a.dtype, b.dtype)
+        return a.astype(d), b.astype(d)
     return a, b
+
+
+_WIDTH = {DType.bool: 0, DType.i32: 1, DType.i64: 2, DType.f32: 3, DType.f64: 4}
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """The dtype two tensor operands meet in, as in JAX: bool < integers < floats, the
+    wider of two integers or two floats; an integer with a float gives that float (an
+    i32 times an f32 is an f32)."""
+    if a.is_float != b.is_float:
+        return a if a.is_float else b
+    return a if _WIDTH[a] >= _WIDTH[b] else b
 
 
 def binary(opname: str, a, b) -> "Tensor":
@@ -491,10 +499,28 @@ class Tensor:
     def __gt__(self, o): return binary("gt", self, o)
     def __ge__(self, o): return binary("ge", self, o)
 
+    # -- logical operators on bool tensors (ig.logical_and, ...) ---------------------------------
+    def __and__(self, o): return _logical("logical_and", self, o)
+    def __rand__(self, o): return _logical("logical_and", o, self)
+    def __or__(self, o): return _logical("logical_or", self, o)
+    def __ror__(self, o): return _logical("logical_or", o, self)
+    def __xor__(self, o): return _logical("logical_xor", self, o)
+    def __rxor__(self, o): return _logical("logical_xor", o, self)
+    def __invert__(self): return _logical("logical_not", self)
+
     # -- methods ------------------------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False): return reduce("reduce_sum", self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False): return reduce("reduce_max", self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return reduce("reduce_min", self, axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        from . import library
+        return library.argmax(self, axis, keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        from . import library
+        return library.argmin(self, axis, keepdims)
     def reshape(self, *shape): return reshape(self, *shape)
     def transpose(self, *axes): return transpose(self, *axes)
 
@@ -507,6 +533,11 @@ class Tensor:
         return self if d is self.dtype else emit("cast", self.value, dtype=d)
 
     def __getitem__(self, index): return getitem(self, index)
+
+
+def _logical(name, *xs):
+    from . import library  # (library builds on this module)
+    return getattr(library, name)(*xs)
 
 
 def _floatify(x):

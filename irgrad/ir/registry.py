@@ -16,7 +16,8 @@ op names:
 
 - traits: `elementwise`, `alias` (the result is the operand's bytes: a view in memory
   plans, the same linear index in fusion), `kernel` (the kernel it makes or joins:
-  "loop", "reduce", "matmul", "scatter", or "region" for an op that runs its region), `cost` (the work of recomputing one element, for
+  "loop", "reduce", "matmul", "scatter", "region" for an op that runs its region, or
+  "expand" for one the `expand` pass rewrites first), `cost` (the work of recomputing one element, for
   fusion), `reduction` (the combining instruction of a reduction) and `identity` (the
   value it starts from, per dtype), `linear` (the
   coefficients of a linear combination of the operands), `scales` (linear in each operand
@@ -27,7 +28,9 @@ op names:
   concatenation writes an operand's element);
 - lowering: `reads(op, idx) -> [(operand, idx)]` and `build(ev, op, idx, kids) -> Sx`
   compute one result element in the scalar language of ir/scalar.py;
-- `rules`: simplifications (passes/simplify.py), each `rule(rw, op) -> Value or None`.
+- `rules`: simplifications (passes/simplify.py), each `rule(rw, op) -> Value or None`;
+- `expand(b, op, algorithm) -> Value`: an op that no kernel computes directly (conv) is
+  rewritten by the `expand` pass into ops that kernels do compute, built with `b`.
 
 The entries themselves live in `ir/ops/`, grouped by kind, one `register(...)` each.
 """
@@ -84,8 +87,11 @@ class OpDef:
     reads: Callable | None = None
     build: Callable | None = None
     rules: tuple = ()
+    expand: Callable | None = None
 
     def __post_init__(self):
+        if self.expand is not None:
+            self.kernel = "expand"
         assert self.kernel in KERNELS, self.kernel
         if self.reads is None:
             if self.elementwise:
@@ -110,7 +116,7 @@ class OpDef:
         return self.operand_index is not None and self.result_index is not None
 
 
-KERNELS = ("loop", "reduce", "matmul", "scatter", "region")
+KERNELS = ("loop", "reduce", "matmul", "scatter", "region", "expand")
 
 
 def elementwise_reads(op, idx):
@@ -160,7 +166,7 @@ def _ensure_loaded():
     global _loaded
     if not _loaded:
         _loaded = True
-        from .ops import elementwise, kernel, reduce, shape  # noqa: F401  (they register)
+        from .ops import conv, elementwise, kernel, random, reduce, shape  # noqa: F401  (they register)
 
 
 def check_attrs(opdef: OpDef, attrs: dict) -> dict:

@@ -53,7 +53,7 @@ def op_class(op: Operation) -> str:
     """loop (elementwise or data movement), reduce, matmul, or opaque (a kernel of its own):
     the op entry's `kernel` trait."""
     k = get_op(op.opname).kernel
-    return "opaque" if k in ("scatter", "region") else k
+    return "opaque" if k in ("scatter", "region", "expand") else k
 
 
 class _Kernel:

@@ -33,7 +33,7 @@ PASSES: dict[str, type["Pass"]] = {}
 
 PRESETS = {
     "O0": "",
-    "O1": "constant-fold,simplify,cse,dce",
+    "O1": "expand,constant-fold,simplify,cse,dce",
     "O2": "O1,fuse,plan-memory",
 }
 # Presets whose passes repeat until a round changes nothing (each pass can expose work

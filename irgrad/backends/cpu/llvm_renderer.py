@@ -592,6 +592,17 @@ def _extremum(name):
     return spell
 
 
+def _bits(inst):
+    """and/or/xor/shl/lshr on integers; a shift amount is taken mod the width (the IR's
+    definition; LLVM leaves wider shifts undefined)."""
+    def spell(r, dt, args, odt):
+        ty, (a, b) = LL[dt], args
+        if inst in ("shl", "lshr"):
+            b = r.w.assign(f"and {ty} {b}, {dt.itemsize * 8 - 1}")
+        return r.w.assign(f"{inst} {ty} {a}, {b}")
+    return spell
+
+
 _FCMP = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
 _ICMP = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
 _UCMP = {"eq": "eq", "ne": "ne", "lt": "ult", "le": "ule", "gt": "ugt", "ge": "uge"}
@@ -615,6 +626,8 @@ KernelRenderer.code_for_op = {
     "floor": _intrinsic("floor"), "ceil": _intrinsic("ceil"), "round": _intrinsic("roundeven"),
     "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
     "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    "bitwise_and": _bits("and"), "bitwise_or": _bits("or"), "bitwise_xor": _bits("xor"),
+    "shift_left": _bits("shl"), "shift_right_logical": _bits("lshr"),
     **{name: _compare(name) for name in _FCMP},
 }
 

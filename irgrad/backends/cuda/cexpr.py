@@ -316,6 +316,17 @@ def _extremum(name):
     return lambda r, dt, args, odt: f"irg_{name}({args[0]}, {args[1]})"
 
 
+def _bits(sym):
+    """&, |, ^ on integers; shifts on the unsigned bit pattern, the amount mod the width."""
+    def spell(r, dt, args, odt):
+        a, b = args
+        if sym in ("&", "|", "^"):
+            return f"({a} {sym} {b})"
+        ut, bits = ("unsigned long long", 64) if dt is DType.i64 else ("unsigned", 32)
+        return f"(({CT[dt]})(({ut})({a}) {sym} (({b}) & {bits - 1})))"
+    return spell
+
+
 CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
@@ -335,6 +346,8 @@ ExprRenderer.code_for_op = {
     "round": lambda r, dt, args, odt: f"rint{_fsuffix(dt)}({args[0]})",  # half to even
     "add": _arith("+", "add"), "sub": _arith("-", "sub"), "mul": _arith("*", "mul"),
     "div": _arith("/", "div"), "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    "bitwise_and": _bits("&"), "bitwise_or": _bits("|"), "bitwise_xor": _bits("^"),
+    "shift_left": _bits("<<"), "shift_right_logical": _bits(">>"),
     **{name: _compare(name) for name in CMP},
 }
 

@@ -67,7 +67,7 @@ def _check_kind(kind, body) -> None:
                          f"got {kind!r}")
     kernels = [get_op(o.opname).kernel for o in body.ops]
     for o, k in zip(body.ops, kernels):
-        if k in ("scatter", "region") or o.regions:
+        if k in ("scatter", "region", "expand") or o.regions:
             raise ShapeError(f"a 'fused' region cannot hold '{o.opname}' (it is a kernel of its own)")
     mms = kernels.count("matmul")
     reds = [o for o, k in zip(body.ops, kernels) if k == "reduce"]

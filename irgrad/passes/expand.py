@@ -1,0 +1,56 @@
+"""`expand`: ops no kernel computes directly become ops that kernels do compute.
+
+An op whose registry entry has an `expand` hook (today `conv`) is rewritten by it, so
+the decomposition lives with the op and this pass keeps no list of names. The `conv`
+option picks conv's algorithm: "auto" (the measured table in ir/ops/conv.py), "gemm"
+(im2col + batched matmul) or "direct" (one reduction kernel over window x weights).
+O1 and O2 start with this pass; codegen runs it on whatever is left unexpanded, so
+every pipeline (O0 included) reaches the backends with kernel-ready ops only, and
+`irgrad dump -p expand` shows what a conv became.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import PipelineError
+from ..ir.core import Function
+from ..ir.registry import get_op
+from ..ir.rewrite import blocks, remove_dead_ops, rewrite_block
+from .manager import Pass, PassResult, register_pass
+
+ALGORITHMS = ("auto", "gemm", "direct")
+
+
+def needs_expand(f: Function) -> bool:
+    return any(get_op(op.opname).expand is not None for blk in blocks(f.body) for op in blk.ops)
+
+
+@register_pass
+@dataclass(frozen=True)
+class ExpandPass(Pass):
+    """Rewrite ops with an `expand` hook (conv) into window, reshape, matmul and reductions."""
+
+    name: ClassVar[str] = "expand"
+    conv: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.conv not in ALGORITHMS:
+            raise PipelineError(f"option 'conv' of pass 'expand' is one of {', '.join(ALGORITHMS)}, "
+                                f"got {self.conv!r}")
+
+    def apply(self, f: Function) -> PassResult:
+        changed = 0
+
+        def rule(rw, op):
+            hook = get_op(op.opname).expand
+            return hook(rw.b, op, self.conv) if hook is not None else None
+
+        for blk in list(blocks(f.body)):
+            n = rewrite_block(blk, rule)
+            if n:
+                remove_dead_ops(blk)
+            changed += n
+        return PassResult(f, changed > 0)
