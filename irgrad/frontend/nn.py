@@ -206,3 +206,8 @@ class TinyTransformer(Module):
         logits = self(params, ids)
         B, T, V = logits.shape
         return L.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T))
+
+
+# convolutional and stateful layers (frontend/layers.py)
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, MaxPool2d,  # noqa: E402,F401
+                     ReLU, Sequential)

@@ -92,7 +92,8 @@ def backpropagate(b: Builder, f: Function, seeds: dict[Value, Value], wrt: list[
 
 
 def reverse_ad(f: Function, wrt=(), return_value: bool = False,
-               cotangent_params: bool = False, name: str | None = None) -> Function:
+               cotangent_params: bool = False, name: str | None = None,
+               has_aux: bool = False) -> Function:
     """The gradient function of `f` with respect to parameters `wrt` (indices; all float
     parameters when empty).
 
@@ -100,12 +101,15 @@ def reverse_ad(f: Function, wrt=(), return_value: bool = False,
       (preceded by the value when `return_value`);
     - `cotangent_params=True`: a vector-Jacobian product; one cotangent parameter per
       result of `f` is appended, and the function returns the parameters' cotangents
-      (preceded by `f`'s results when `return_value`).
+      (preceded by `f`'s results when `return_value`);
+    - `has_aux=True`: `f` returns the scalar first and auxiliary results after it, which
+      are not differentiated (with `return_value` all of them precede the gradients).
     """
     wrt = list(wrt) or [i for i, p in enumerate(f.params) if p.dtype.is_float]
     check_differentiable_params(f, wrt, "reverse-ad")
     if not cotangent_params:
-        if len(f.outputs) != 1 or f.outputs[0].shape != () or not f.outputs[0].dtype.is_float:
+        if (len(f.outputs) != 1 and not has_aux) or not f.outputs or f.outputs[0].shape != () \
+                or not f.outputs[0].dtype.is_float:
             got = ", ".join(str(t) for t in f.result_types)
             raise IrgradError(f"reverse-ad: the gradient needs @{f.name} to return one float "
                               f"scalar, but it returns ({got}); use vjp for other results")

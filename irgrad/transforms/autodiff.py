@@ -65,12 +65,17 @@ def grad(f, argnums=0) -> Function:
     return Function(g, fn.in_tree, tree)
 
 
-def value_and_grad(f, argnums=0) -> Function:
-    """Returns `(value, grads)`; grads shaped like args[argnums]."""
+def value_and_grad(f, argnums=0, has_aux: bool = False) -> Function:
+    """Returns `(value, grads)`; grads shaped like args[argnums]. With `has_aux`, f returns
+    `(scalar, aux)` and the result is `((scalar, aux), grads)`, aux not differentiated
+    (JAX's convention)."""
     fn = as_function(f)
     flat, tree = _select(fn, argnums, "value_and_grad")
-    g = reverse_ad(fn.ir, flat, return_value=True, name=f"value_and_grad_{fn.name}")
-    return Function(g, fn.in_tree, _tuple_tree(LEAF, tree))
+    if has_aux and (fn.out_tree.kind != "tuple" or len(fn.out_tree.children) != 2
+                    or fn.out_tree.children[0] != LEAF):
+        raise IrgradError(f"value_and_grad(has_aux=True): {fn.name} must return (scalar, aux)")
+    g = reverse_ad(fn.ir, flat, return_value=True, name=f"value_and_grad_{fn.name}", has_aux=has_aux)
+    return Function(g, fn.in_tree, _tuple_tree(fn.out_tree if has_aux else LEAF, tree))
 
 
 def vjp(f, argnums=0) -> Function:
