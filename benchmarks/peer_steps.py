@@ -1,4 +1,5 @@
-"""W1-W4 training steps in PyTorch (eager) and JAX (jit), used only when installed.
+"""W1-W4 training steps in PyTorch (eager) and JAX (jit), used only when installed; W5 and
+W6 (convolutional) are in peer_conv_steps.py, which torch_step and jax_step hand them to.
 
 Both take irgrad's initial parameters (numpy dicts, weights stored (in, out)) so every
 system starts from the same point and sees the same batch; the benchmark checks each
@@ -8,7 +9,18 @@ system's first loss against irgrad's interpreter before timing.
 from __future__ import annotations
 
 import math
+import os
+import sys
 
+CONV_WORKLOADS = ("W5", "W6")
+
+
+def _conv_steps():
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import peer_conv_steps
+    return peer_conv_steps
 
 
 def _flat(params, prefix=""):
@@ -26,6 +38,8 @@ def torch_step(workload, params, threads: int = 1, device: str = "cpu"):
     """The step in PyTorch eager on `device` ("cpu" or "cuda"; float32 GEMMs on the GPU,
     TF32 off, as irgrad's default). Batches come as numpy arrays; the loss goes back as a
     float (which waits for the GPU)."""
+    if workload.name in CONV_WORKLOADS:
+        return _conv_steps().torch_conv_step(workload, params, threads, device)
     import torch
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -91,7 +105,8 @@ def torch_step(workload, params, threads: int = 1, device: str = "cpu"):
 
 
 def jax_step(workload, params, threads: int):
-    import os
+    if workload.name in CONV_WORKLOADS:
+        return _conv_steps().jax_conv_step(workload, params, threads)
     os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                                        f"intra_op_parallelism_threads={threads}")
     import jax

@@ -734,6 +734,25 @@ def test_conv_errors(types, attrs, words):
     assert words in infer_error("conv", types, **full)
 
 
+@covers("conv_weight_grad")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_weight_grad(case):
+    # dw[o, c, k] = sum over n, j of g[n, o, j] x[n, g(o) C/G + c, j s + k d - lo]: checked as
+    # the adjoint of conv in w, <conv_weight_grad(x, g), t> = <g, conv(x, t)>, for random t
+    xs, ws, s, d, lo, hi, g = case
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    y = _conv_loops(x, w, s, d, lo, hi, g)
+    ct = rng.standard_normal(y.shape)
+    dw = run_op("conv_weight_grad", [x, ct], kernel=ws[2:], stride=s, dilation=d, pad_low=lo,
+                pad_high=hi, groups=g)
+    assert dw.shape == ws
+    for _ in range(3):
+        t = rng.standard_normal(ws)
+        np.testing.assert_allclose(np.sum(dw * t), np.sum(ct * _conv_loops(x, t, s, d, lo, hi, g)),
+                                   rtol=1e-10)
+
+
 def _window_loops(x, k, s, d, lo, hi, fill):
     lead = x.ndim - len(k)
     S = x.shape[lead:]

@@ -207,21 +207,31 @@ class ProgramBuilder:
             return self.lower_reduce(name, op, ops, outputs, outs, sources, ev, scratch)
         if "scatter" in kinds:
             return self.lower_scatter(name, ops[0], outs[0], sources, ev)
-        return self.lower_loop(name, outputs, outs, ev)
+        return self.lower_loop(name, outputs, outs, ev, inside=set(ops))
 
-    def lower_loop(self, name, outputs, outs, ev, shape=None) -> LoopKernel:
-        shape = shape if shape is not None else outputs[0].shape
+    def lower_loop(self, name, outputs, outs, ev, shape=None, inside=()) -> LoopKernel:
+        # A region whose result is a reshape (im2col's window flattened into a matrix) is
+        # iterated in the shape before the reshape: the same elements in the same row-major
+        # order, without dividing the flat index back into the original axes per element.
+        bases = [_before_reshapes(v, inside) for v in outputs]
+        if shape is None:
+            shape = max((b.shape for b in bases), key=len) if bases else outputs[0].shape
+            if any(b.type.size != math.prod(shape) for b in bases):
+                shape = outputs[0].shape
         loops = [Var(f"i{d}", n) for d, n in enumerate(shape)]
         flat = linearize(loops, shape)
         stores = []
-        for v, buf in zip(outputs, outs):
+        for v, base, buf in zip(outputs, bases, outs):
             if v.type.size != math.prod(shape):
                 raise IrgradError(f"lowering: a loop kernel yields {v.type} in an iteration "
                                   f"space of {list(shape)}")
             # outputs of another shape but the same size are the same elements in row-major
             # order (fused through a reshape)
-            idx = loops if v.shape == tuple(shape) else delinearize(flat, v.shape)
-            stores.append(Store(buf, flat, ev.at(v, idx)))
+            if base.shape == tuple(shape):
+                stores.append(Store(buf, flat, ev.at(base, loops)))
+            else:
+                idx = loops if v.shape == tuple(shape) else delinearize(flat, v.shape)
+                stores.append(Store(buf, flat, ev.at(v, idx)))
         return collapse_loop(LoopKernel(name, loops, stores))
 
     def lower_reduce(self, name, op, ops, outputs, outs, sources, ev, scratch) -> ReduceKernel:
@@ -496,6 +506,13 @@ def block_long_sums(k: ReduceKernel) -> ReduceKernel:
                         [Store(s.buf, s.index.substitute(subst), fix(s.value)) for s in k.prologue],
                         k.epilogue, k.layout, k.acc_buf, k.acc_index, k.acc_size, k.parallel,
                         blocked=True)
+
+
+def _before_reshapes(v: Value, inside) -> Value:
+    """The value `v` reshapes (through a chain of reshapes computed in this kernel)."""
+    while v.op is not None and v.op in inside and v.op.opname == "reshape":
+        v = v.op.operands[0]
+    return v
 
 
 def default_threads() -> int:

@@ -3,7 +3,8 @@
 An op whose registry entry has an `expand` hook (today `conv`) is rewritten by it, so
 the decomposition lives with the op and this pass keeps no list of names. The `conv`
 option picks conv's algorithm: "auto" (the measured table in ir/ops/conv.py), "gemm"
-(im2col + batched matmul) or "direct" (one reduction kernel over window x weights).
+(im2col + one matmul per group, the batch folded into its columns), "batched" (im2col +
+one matmul per image and group) or "direct" (one reduction kernel over window x weights).
 O1 and O2 start with this pass; codegen runs it on whatever is left unexpanded, so
 every pipeline (O0 included) reaches the backends with kernel-ready ops only, and
 `irgrad dump -p expand` shows what a conv became.
@@ -20,7 +21,7 @@ from ..ir.registry import get_op
 from ..ir.rewrite import blocks, remove_dead_ops, rewrite_block
 from .manager import Pass, PassResult, register_pass
 
-ALGORITHMS = ("auto", "gemm", "direct")
+ALGORITHMS = ("auto", "gemm", "batched", "direct")
 
 
 def needs_expand(f: Function) -> bool:

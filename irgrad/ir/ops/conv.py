@@ -293,32 +293,26 @@ def _conv_ref(xs, op):
                            a["groups"])]
 
 
-def _conv_vjp(b, op, cts, wanted):
-    g, (x, w) = cts[0], op.operands
-    n, G, s, d, lo, hi, j = conv_geometry(x.type, w.type, op.attrs)
+def conv_input_grad(b, g, w, x_type, attrs):
+    """x's cotangent of conv(x, w) for the result's cotangent g: a conv of g dilated by the
+    stride with the flipped kernel, in/out channels swapped per group."""
+    n, G, s, d, lo, hi, j = conv_geometry(x_type, w.type, attrs)
     k = w.shape[2:]
-    sp = list(range(2, 2 + n))
-    hp = [a + l + h for a, l, h in zip(x.shape[2:], lo, hi)]
-    dx = dw = None
-    if wanted[0]:
-        gd = g
-        for i in range(n):
-            gd = dilate(b, gd, 2 + i, s[i])
-        wf = _group_swap(b, b.emit("reverse", w, axes=tuple(sp)), G)
-        dx = b.emit("conv", gd, wf, **conv_attrs(
-            (1,) * n, d, [(kk - 1) * dd - l for kk, dd, l in zip(k, d, lo)],
-            [p - 1 - (jj - 1) * ss - h for p, jj, ss, h in zip(hp, j, s, hi)], G))
-    if wanted[1]:
-        N, C = x.shape[:2]
-        cg = C // G
-        xt = b.reshape(x, [N, G, cg] + list(x.shape[2:]))
-        xt = b.reshape(b.transpose(xt, [2, 1, 0] + [3 + i for i in range(n)]),
-                       [cg, G * N] + list(x.shape[2:]))
-        gt = b.transpose(g, [1, 0] + sp)
-        # trim the high padding so the result has exactly K positions per axis
-        excess = [p - (jj - 1) * ss - 1 - (kk - 1) * dd for p, jj, ss, kk, dd in zip(hp, j, s, k, d)]
-        y = b.emit("conv", xt, gt, **conv_attrs(d, s, lo, [h - e for h, e in zip(hi, excess)], G))
-        dw = b.transpose(y, [1, 0] + sp)
+    hp = [a + l + h for a, l, h in zip(x_type.shape[2:], lo, hi)]
+    gd = g
+    for i in range(n):
+        gd = dilate(b, gd, 2 + i, s[i])
+    wf = _group_swap(b, b.emit("reverse", w, axes=tuple(range(2, 2 + n))), G)
+    return b.emit("conv", gd, wf, **conv_attrs(
+        (1,) * n, d, [(kk - 1) * dd - l for kk, dd, l in zip(k, d, lo)],
+        [p - 1 - (jj - 1) * ss - h for p, jj, ss, h in zip(hp, j, s, hi)], G))
+
+
+def _conv_vjp(b, op, cts, wanted):
+    # dx as above; dw[o, c, k] = sum_{n, j} g[n, o, j] xp[n, g(o) C/G + c, j s + k d]
+    g, (x, w) = cts[0], op.operands
+    dx = conv_input_grad(b, g, w, x.type, op.attrs) if wanted[0] else None
+    dw = b.emit("conv_weight_grad", x, g, kernel=tuple(w.shape[2:]), **op.attrs) if wanted[1] else None
     return [dx, dw]
 
 
@@ -327,6 +321,67 @@ def _conv_jvp(b, op, ts):
     x, w = op.operands
     return [b.add_maybe(b.emit("conv", ts[0], w, **op.attrs) if ts[0] is not None else None,
                         b.emit("conv", x, ts[1], **op.attrs) if ts[1] is not None else None)]
+
+
+# --- conv_weight_grad ----------------------------------------------------------------------------
+# dw = conv_weight_grad(x, g) is conv's weight cotangent, bilinear in (x, g), and
+# <conv_weight_grad(x, g), t> = <g, conv(x, t)>: its own derivatives are convs again
+# (d/dg: conv(x, t); d/dx: conv_input_grad(g, t)). A primitive of its own so that it
+# expands to one GEMM over the same im2col columns as the forward conv (shared by cse).
+
+def _wgrad_attrs(attrs):
+    return {k: v for k, v in attrs.items() if k != "kernel"}
+
+
+def _wgrad_weight_type(x, g, attrs):
+    k = tuple(attrs["kernel"])
+    if g.rank != x.rank or len(k) != x.rank - 2 or x.dtype != g.dtype:
+        raise ShapeError(f"'conv_weight_grad' needs x [N, C, *S] and g [N, O, *J] of one dtype and a "
+                         f"kernel per spatial axis, got {x}, {g} and kernel={list(k)}")
+    groups = attrs["groups"]
+    if groups < 1 or x.shape[1] % groups:
+        raise ShapeError(f"'conv_weight_grad' groups={groups} must divide the channels of {x}")
+    return x.with_shape((g.shape[1], x.shape[1] // groups) + k)
+
+
+def _wgrad_infer(types, attrs, declared):
+    x, g = types
+    w = _wgrad_weight_type(x, g, attrs)
+    n, G, s, d, lo, hi, j = conv_geometry(x, w, _wgrad_attrs(attrs))
+    if g.shape != (x.shape[0], w.shape[0]) + j:
+        raise ShapeError(f"'conv_weight_grad' g {g} is not the shape of conv's result "
+                         f"{list((x.shape[0], w.shape[0]) + j)} for x {x} and kernel {list(attrs['kernel'])}")
+    return [w]
+
+
+def _wgrad_ref(xs, op):
+    x, g = xs
+    a = op.attrs
+    k, s, d, lo, hi, G = a["kernel"], a["stride"], a["dilation"], a["pad_low"], a["pad_high"], a["groups"]
+    N, C = x.shape[:2]
+    O, j = g.shape[1], g.shape[2:]
+    cg, og = C // G, O // G
+    xg = _padded(x, lo, hi, 0).reshape((N, G, cg) + tuple(a + l + h for a, l, h in zip(x.shape[2:], lo, hi)))
+    gg = g.reshape((N, G, og) + j)
+    out = np.zeros((G, og, cg) + tuple(k), dtype=np.float64 if x.dtype == np.float64 else np.float32)
+    for kk in itertools.product(*(range(v) for v in k)):
+        sl = tuple(slice(v * dd, v * dd + (jj - 1) * ss + 1, ss) for v, dd, jj, ss in zip(kk, d, j, s))
+        patch = xg[(slice(None),) * 3 + sl].reshape(N, G, cg, -1)  # [N, G, cg, prod J]
+        out[(Ellipsis,) + kk] = np.einsum("ngcj,ngoj->goc", patch, gg.reshape(N, G, og, -1))
+    return [out.reshape((O, cg) + tuple(k)).astype(x.dtype)]
+
+
+def _wgrad_vjp(b, op, cts, wanted):
+    t, (x, g) = cts[0], op.operands
+    attrs = _wgrad_attrs(op.attrs)
+    return [conv_input_grad(b, g, t, x.type, attrs) if wanted[0] else None,
+            b.emit("conv", x, t, **attrs) if wanted[1] else None]
+
+
+def _wgrad_jvp(b, op, ts):
+    x, g = op.operands
+    return [b.add_maybe(b.emit("conv_weight_grad", ts[0], g, **op.attrs) if ts[0] is not None else None,
+                        b.emit("conv_weight_grad", x, ts[1], **op.attrs) if ts[1] is not None else None)]
 
 
 def conv_flops(op) -> int:
@@ -340,7 +395,7 @@ def conv_flops(op) -> int:
 # Which algorithm `expand` picks when asked for "auto", from measurements on the CPU
 # backend (benchmarks/conv_algorithms.py; docs/passes.md has the table): the direct loop
 # wins while the reduction per output element (C/G * prod(K)) is short, im2col + GEMM after.
-DIRECT_MAX_REDUCTION = 32
+DIRECT_MAX_REDUCTION = 0
 
 
 def conv_algorithm(op, algorithm: str = "auto") -> str:
@@ -350,11 +405,37 @@ def conv_algorithm(op, algorithm: str = "auto") -> str:
     return "direct" if w.shape[1] * math.prod(w.shape[2:]) <= DIRECT_MAX_REDUCTION else "gemm"
 
 
+def _unit_kernel(k, s, lo, hi) -> bool:
+    return all(a == 1 for a in k) and all(a == 1 for a in s) and not any(lo) and not any(hi)
+
+
+def conv_columns(b, x, k, s, d, lo, hi, G):
+    """im2col with the batch folded into the columns: [G, C/G prod(K), N prod(J)], element
+    ((c, k), (n, j)) = xp[n, g C/G + c, j s + k d]. The forward conv and its weight
+    gradient build it identically, so cse keeps one. The kernel writing it runs over the
+    transposed window (no index division); a 1x1 unstrided conv needs no window."""
+    N, C = x.shape[:2]
+    cg, n = C // G, len(k)
+    sp = list(range(n))
+    if _unit_kernel(k, s, lo, hi):
+        j = list(x.shape[2:])
+        v = b.transpose(b.reshape(x, [N, G, cg] + j), [1, 2, 0] + [3 + i for i in sp])
+        kp = 1
+    else:
+        win = b.emit("window", x, kernel=tuple(k), stride=tuple(s), dilation=tuple(d),
+                     pad_low=tuple(lo), pad_high=tuple(hi))
+        j = list(win.shape[2 + n:])
+        v = b.reshape(win, [N, G, cg] + list(k) + j)
+        v = b.transpose(v, [1, 2] + [3 + i for i in sp] + [0] + [3 + n + i for i in sp])
+        kp = math.prod(k)
+    return b.reshape(v, [G, cg * kp, N * math.prod(j)])
+
+
 def _conv_expand(b, op, algorithm: str = "auto"):
-    """conv as ops the kernels know. gemm: im2col (`window`) + one batched matmul per
-    image and group, weights broadcast over the batch (a 1x1 unstrided conv needs no
-    window: x is already the matrix). direct: window x weights summed over C/G and K in
-    one reduction kernel, nothing materialized."""
+    """conv as ops the kernels know. gemm: im2col (`conv_columns`) + one matmul per group,
+    [O/G, C/G K] @ [C/G K, N J], transposed back to [N, O, *J]; batched: one matmul per
+    image and group, weights broadcast over the batch; direct: window x weights summed
+    over C/G and K in one reduction kernel, nothing materialized."""
     x, w = op.operands
     n, G, s, d, lo, hi, j = conv_geometry(x.type, w.type, op.attrs)
     N, C = x.shape[:2]
@@ -367,20 +448,38 @@ def _conv_expand(b, op, algorithm: str = "auto"):
         return b.emit("window", x, kernel=tuple(k), stride=s, dilation=d, pad_low=lo, pad_high=hi)
 
     if algo == "direct":
-        cols = b.reshape(win(), [N, G, 1, cg, kp, jp])
-        cols = b.broadcast(b.reshape(cols, [N, G, cg, kp, jp]), [N, G, og, cg, kp, jp], (0, 1, 3, 4, 5))
+        cols = b.reshape(win(), [N, G, cg, kp, jp])
+        cols = b.broadcast(cols, [N, G, og, cg, kp, jp], (0, 1, 3, 4, 5))
         wb = b.broadcast(b.reshape(w, [G, og, cg, kp]), [N, G, og, cg, kp, jp], (1, 2, 3, 4))
         y = b.reduce_sum(b.mul(cols, wb), (3, 4))
-    elif algo == "gemm":
-        if all(a == 1 for a in k) and all(a == 1 for a in s) and not any(lo) and not any(hi):
-            cols = b.reshape(x, [N, G, cg, jp])
-        else:
-            cols = b.reshape(win(), [N, G, cg * kp, jp])
+    elif algo == "batched":
+        cols = b.reshape(x, [N, G, cg, jp]) if _unit_kernel(k, s, lo, hi) else \
+            b.reshape(win(), [N, G, cg * kp, jp])
         wm = b.broadcast(b.reshape(w, [G, og, cg * kp]), [N, G, og, cg * kp], (1, 2, 3))
         y = b.matmul(wm, cols)
+    elif algo == "gemm":
+        cols = conv_columns(b, x, k, s, d, lo, hi, G)
+        y = b.matmul(b.reshape(w, [G, og, cg * kp]), cols)  # [G, og, N jp]
+        y = b.transpose(b.reshape(y, [G, og, N, jp]), [2, 0, 1, 3])
     else:
-        raise ValueError(f"unknown conv algorithm '{algorithm}' (auto, gemm or direct)")
+        raise ValueError(f"unknown conv algorithm '{algorithm}' (auto, gemm, batched or direct)")
     return b.reshape(y, [N, O] + list(j))
+
+
+def _wgrad_expand(b, op, algorithm: str = "auto"):
+    """dw = g as [G, O/G, N J] times the forward's im2col columns transposed: one GEMM
+    per group over N J (the long dimension), [O/G, C/G K] out."""
+    x, g = op.operands
+    attrs = _wgrad_attrs(op.attrs)
+    k = list(op.attrs["kernel"])
+    G = attrs["groups"]
+    N, O = g.shape[:2]
+    og, jp = O // G, math.prod(g.shape[2:])
+    cols = conv_columns(b, x, k, attrs["stride"], attrs["dilation"], attrs["pad_low"],
+                        attrs["pad_high"], G)
+    gm = b.reshape(b.transpose(b.reshape(g, [N, G, og, jp]), [1, 2, 0, 3]), [G, og, N * jp])
+    dw = b.matmul(gm, b.swap_last_two(cols))  # [G, og, cg K]
+    return b.reshape(dw, list(op.result.shape))
 
 
 register(OpDef(
@@ -390,3 +489,13 @@ register(OpDef(
     num_operands=2, expand=_conv_expand,
     doc="Cross-correlation, PyTorch's conv: x [N, C, *S], w [O, C/groups, *K] -> [N, O, *J]; "
         "negative padding crops."))
+
+
+register(OpDef(
+    name="conv_weight_grad", infer=_wgrad_infer, reference=_wgrad_ref, vjp=_wgrad_vjp,
+    jvp=_wgrad_jvp,
+    attrs={"kernel": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilation": AttrSpec("ints"),
+           "pad_low": AttrSpec("ints"), "pad_high": AttrSpec("ints"), "groups": AttrSpec("int")},
+    num_operands=2, expand=_wgrad_expand,
+    doc="conv's weight cotangent: x [N, C, *S], g [N, O, *J] -> [O, C/groups, *kernel], "
+        "dw[o, c, k] = sum over n, j of g[n, o, j] xp[n, group(o) C/groups + c, j stride + k dilation]."))
