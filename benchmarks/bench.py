@@ -1,11 +1,12 @@
-"""`make bench`: W1-W4 training steps, irgrad against numpy by hand, PyTorch and JAX.
+"""`make bench`: W1-W6 training steps, irgrad against numpy by hand, PyTorch and JAX.
 
 Every (system, workload, threads) runs in a fresh process with its thread pools pinned,
 checks its first loss against irgrad's interpreter on the same parameters and batch,
 then times steps for a few seconds and reports the median, with compile time (irgrad:
 cold, with an empty cache, and cached, in a second process) and peak RSS. Systems that
 are not installed are skipped. The table goes to stdout and bench-results/bench.md, the
-raw rows to bench-results/bench.json.
+raw rows to bench-results/bench.json. A system with no step for a workload (numpy has
+none by hand for the convolutional W5 and W6) shows "n/a" there, which is not a failure.
 
     python benchmarks/bench.py [--workloads W1 W2] [--systems irgrad-O2 numpy torch]
                                [--threads 1 2] [--seconds 2] [--rounds 3] [--out bench-results]
@@ -31,7 +32,22 @@ SYSTEMS = ("irgrad-O2", "irgrad-O0", "numpy", "torch", "jax")
 LOSS_RTOL = 1e-4
 
 
-def child(system: str, workload: str, threads: int, seconds: float, max_steps: int) -> dict:
+def reference_loss(workload: str) -> float:
+    """irgrad's interpreter (O0) on the workload's first batch: every system's first loss is
+    checked against it (computed once per workload: W6's takes seconds)."""
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
+    import irgrad as ig
+    import workloads as W
+    w = W.get(workload)
+    batch = w.batches(1, seed=1)[0]
+    ref_step = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs,
+                               backend="numpy", pipeline="O0", **w.step_options())
+    return ref_step(*batch)
+
+
+def child(system: str, workload: str, threads: int, seconds: float, max_steps: int,
+          ref_loss: float | None = None) -> dict:
     """Runs inside the subprocess: build, check, time; returns one result row."""
     import resource
     if hasattr(os, "sched_setaffinity"):
@@ -47,10 +63,15 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
     import workloads as W
 
     w = W.get(workload)
+    if system == "numpy":
+        from numpy_steps import make_step
+        try:
+            make_step(w, w.init_params())
+        except NotImplementedError as e:  # no by-hand step for this workload
+            return {"system": system, "workload": workload, "threads": threads, "na": str(e)}
     batch = w.batches(1, seed=1)[0]
-    ref_step = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs,
-                               backend="numpy", pipeline="O0")
-    ref_loss = ref_step(*batch)
+    if ref_loss is None:
+        ref_loss = reference_loss(workload)
     params = w.init_params()
     if system.startswith("irgrad-"):
         # once per process (LLVM, BLAS symbols, the backend's modules): not part of a compile
@@ -60,7 +81,7 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
     t0 = time.perf_counter()
     if system.startswith("irgrad-"):
         step = ig.compile_step(w.loss_fn, params, w.optimizer(), w.batch_specs, backend="cpu",
-                               pipeline=system.split("-", 1)[1], threads=threads)
+                               pipeline=system.split("-", 1)[1], threads=threads, **w.step_options())
     elif system == "numpy":
         from numpy_steps import make_step
         step = make_step(w, params)
@@ -105,14 +126,14 @@ def available(system: str) -> bool:
         return False
 
 
-def spawn(system, workload, threads, seconds, max_steps, cache_dir) -> dict:
+def spawn(system, workload, threads, seconds, max_steps, cache_dir, ref_loss=None) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["IRGRAD_CACHE_DIR"] = cache_dir
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, __file__, "--child", system, workload, str(threads), str(seconds),
-           str(max_steps)]
+           str(max_steps), repr(ref_loss) if ref_loss is not None else "-"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         return {"system": system, "workload": workload, "threads": threads,
@@ -128,6 +149,8 @@ def table(rows: list[dict], workloads, threads_list) -> str:
             return "-"
         if "error" in r:
             return "error"
+        if "na" in r:
+            return "n/a"
         mark = "" if r["loss_ok"] else " (loss!)"
         return f"{r['median_us']:,.0f}{mark}"
 
@@ -163,7 +186,7 @@ def table(rows: list[dict], workloads, threads_list) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
+    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4", "W5", "W6"])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS))
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--seconds", type=float, default=2.0, help="timing per configuration and round")
@@ -176,24 +199,32 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="irgrad-bench-cache-") as cache:
         for wl in args.workloads:
+            ref = spawn("reference", wl, 1, 0.0, 0, os.path.join(cache, "reference"))
+            ref_loss = ref.get("loss_ref")
+            if ref_loss is None:
+                print(f"{wl} reference loss: {ref['error']} (each system computes its own)",
+                      file=sys.stderr, flush=True)
             for t in args.threads:
                 # systems take turns, round after round, so a slow spell of the machine
                 # hits all of them; each reports the median of its rounds' medians
                 runs: dict = {s: [] for s in systems}
                 for rnd in range(args.rounds):
                     for system in systems:
+                        if any("na" in r for r in runs[system]):
+                            continue  # no step for this workload: once is enough
                         cdir = os.path.join(cache, f"{system}-{wl}-{t}")
-                        r = spawn(system, wl, t, args.seconds, args.max_steps, cdir)
+                        r = spawn(system, wl, t, args.seconds, args.max_steps, cdir, ref_loss)
                         if system.startswith("irgrad") and "error" not in r and rnd == 0:
                             # a second process finds the compiled code in the cache
-                            again = spawn(system, wl, t, 0.0, 5, cdir)
+                            again = spawn(system, wl, t, 0.0, 5, cdir, ref_loss)
                             r["compile_cold_s"] = r["compile_s"]
                             r["compile_cached_s"] = again.get("compile_s", float("nan"))
                         runs[system].append(r)
-                        status = r.get("error") or f"{r['median_us']:,.0f} us (loss rel err {r['loss_rel_err']:.1e})"
+                        status = r.get("error") or (f"n/a ({r['na']})" if "na" in r else
+                                                    f"{r['median_us']:,.0f} us (loss rel err {r['loss_rel_err']:.1e})")
                         print(f"{wl} {system} {t}t round {rnd + 1}: {status}", file=sys.stderr, flush=True)
                 for system, rs in runs.items():
-                    ok = [r for r in rs if "error" not in r]
+                    ok = [r for r in rs if "error" not in r and "na" not in r]
                     if not ok:
                         rows.append(rs[0])
                         continue
@@ -213,13 +244,17 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "bench.json"), "w") as fh:
         json.dump({"machine": machine, "rows": rows}, fh, indent=2)
     print(text)
-    bad = [r for r in rows if "error" in r or not r.get("loss_ok", False)]
+    bad = [r for r in rows if "error" in r or ("na" not in r and not r.get("loss_ok", False))]
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _, _, system, workload, threads, seconds, max_steps = sys.argv
-        print(json.dumps(child(system, workload, int(threads), float(seconds), int(max_steps))))
+        _, _, system, workload, threads, seconds, max_steps, ref = sys.argv
+        if system == "reference":
+            print(json.dumps({"loss_ref": reference_loss(workload)}))
+        else:
+            print(json.dumps(child(system, workload, int(threads), float(seconds), int(max_steps),
+                                   None if ref == "-" else float(ref))))
         sys.exit(0)
     sys.exit(main())

@@ -1,5 +1,6 @@
-"""W1-W4 training steps written by hand in numpy (float32): the baseline every benchmark
-ratio is taken against. Each `make_*_step(params, lr)` returns `step(*batch) -> loss`
+"""W1-W4 training steps written by hand in numpy (float32): a baseline the benchmark
+ratios are taken against (W5 and W6, convolutional, have none: make_step raises
+NoHandStep). Each `make_*_step(params, lr)` returns `step(*batch) -> loss`
 that updates `params` (a dict shaped like irgrad's) in place with plain SGD, using the
 same definitions as workloads (weights stored (in, out), pre-LayerNorm block,
 causal mask, tanh GELU, next-token cross-entropy).
@@ -180,10 +181,17 @@ def make_transformer_step(params, lr, n_heads=4):
     return step
 
 
+class NoHandStep(NotImplementedError):
+    """The workload has no step written by hand here (bench.py reports it as "n/a")."""
+
+
 def make_step(workload, params):
-    """The by-hand step for an workloads.Workload (params updated in place)."""
+    """The by-hand step for a workloads.Workload (params updated in place); NoHandStep (a
+    NotImplementedError) for the workloads that have none (the convolutional W5 and W6)."""
     if workload.name == "W1" or workload.name == "W2":
         return make_mlp_step(params, workload.lr, "relu", "ce")
     if workload.name == "W3":
         return make_mlp_step(params, workload.lr, "tanh", "mse")
-    return make_transformer_step(params, workload.lr)
+    if workload.name == "W4":
+        return make_transformer_step(params, workload.lr)
+    raise NoHandStep(f"no numpy step by hand for {workload.name} ({workload.title})")

@@ -15,7 +15,8 @@ from its batch-norm statistics (`workload.init_state()`), and follow irgrad's se
 
 A step is `step(x, y) -> float loss`; `step.params()` and `step.state()` give the current
 parameters and batch-norm statistics as nested numpy dicts shaped like irgrad's (tests
-compare trajectories with them).
+compare trajectories with them); the PyTorch step's `evaluate(x, y)` is the loss in
+evaluation mode.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def _initial_state(workload, state):
 
 
 class _TorchStep:
-    def __init__(self, fn, P, S):
-        self._fn, self.P, self.S = fn, P, S
+    def __init__(self, fn, evaluate, P, S):
+        self._fn, self.evaluate, self.P, self.S = fn, evaluate, P, S
 
     def __call__(self, x, y) -> float:
         return self._fn(x, y)
@@ -117,9 +118,11 @@ def torch_conv_step(workload, params, threads: int = 1, device: str = "cpu", sta
     def linear(x, l):
         return x @ P[f"{l}.W"] + P[f"{l}.b"]
 
+    mode = {"train": True}
+
     def bn(x, pre):
         return F.batch_norm(x, S[pre + ".mean"], S[pre + ".var"], P[pre + ".gamma"], P[pre + ".beta"],
-                            training=True, momentum=BN_MOMENTUM, eps=BN_EPS)
+                            training=mode["train"], momentum=BN_MOMENTUM, eps=BN_EPS)
 
     def lenet(x):
         x = F.max_pool2d(torch.relu(F.conv2d(x, P["0.weight"], P["0.bias"])), 2)
@@ -145,9 +148,19 @@ def torch_conv_step(workload, params, threads: int = 1, device: str = "cpu", sta
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
-    return _TorchStep(step, P, S)
+    def evaluate(x, y):
+        """The loss in evaluation mode (batch norm on the running statistics); nothing changes."""
+        mode["train"] = False
+        try:
+            with torch.no_grad():
+                x, y = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev).long()
+                return float(F.cross_entropy(model(x), y))
+        finally:
+            mode["train"] = True
+
+    return _TorchStep(step, evaluate, P, S)
 
 
 # --- JAX ----------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def torch_step(workload, params, threads: int = 1, device: str = "cpu"):
         with torch.no_grad():
             for p in P.values():
                 p -= lr * p.grad
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
