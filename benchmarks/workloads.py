@@ -28,7 +28,14 @@ import numpy as np
 
 from irgrad.frontend import library as L
 from irgrad.frontend import nn, optim
+from irgrad.frontend.function import trace
 from irgrad.frontend.specs import TensorSpec, f32, i32
+from irgrad.pytree import tree_map
+from irgrad.transforms.training import training_step
+
+
+def _spec_tree(tree):
+    return tree_map(TensorSpec.of, tree)
 
 
 @dataclass
@@ -57,6 +64,24 @@ class Workload:
 
     def optimizer(self):
         return optim.SGD(self.lr, momentum=self.momentum)
+
+    def loss_function(self):
+        """The traced loss: (params, *batch), or (params, state, *batch) -> (loss, new_state)."""
+        params = _spec_tree(self.init_params())
+        if not self.stateful:
+            return trace(self.loss_fn, params, *self.batch_specs)
+        return trace(lambda p, s, *b: self.loss_fn(p, *b, state=s), params,
+                     _spec_tree(self.init_state()), *self.batch_specs, name=f"loss_{self.name}")
+
+    def step_function(self):
+        """ig.training_step of the loss: (params, opt_state, [state], *batch) -> ..."""
+        return training_step(self.loss_function(), self.optimizer(), state=self.stateful)
+
+    def step_state(self, params=None) -> tuple:
+        """The step's leading arguments for `params`: (params, opt_state[, state])."""
+        params = self.init_params() if params is None else params
+        head = (params, self.optimizer().init(params))
+        return head + ((self.init_state(),) if self.stateful else ())
 
     def batches(self, n: int, seed: int = 1) -> list[tuple]:
         rng = np.random.default_rng(seed)
@@ -191,4 +216,6 @@ def get(name: str) -> Workload:
     raise KeyError(f"unknown workload {name!r} (W1 W2 W3 W4 W5 W6)")
 
 
-ALL = ("W1", "W2", "W3", "W4", "W5", "W6")
+FIRST = ("W1", "W2", "W3", "W4")  # the MLPs and the transformer
+CONV = ("W5", "W6")  # the convolutional networks
+ALL = FIRST + CONV

@@ -284,11 +284,8 @@ def test_emulated_random_programs_match_interpreter(prog, seed):
 
 def _step_ir(name: str):
     w = workloads.get(name)
-    params = w.init_params()
-    loss = trace(w.loss_fn, _spec_tree(params), *w.batch_specs)
-    fn = training_step(loss, w.optimizer())
-    state = w.optimizer().init(params)
-    leaves = flatten(params)[0] + flatten(state)[0] + list(w.batches(1)[0])
+    fn = w.step_function()
+    leaves = fn.flatten_args(w.step_state() + w.batches(1)[0])
     return fn, leaves
 
 

@@ -45,8 +45,10 @@ def _rel(a, b) -> float:
 def test_workload_steps_agree_with_cpu_backend(name):
     w = workloads.get(name)
     batches = w.batches(STEPS)
-    cpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cpu")
-    gpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cuda")
+    cpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cpu",
+                          **w.step_options())
+    gpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cuda",
+                          **w.step_options())
     for i, b in enumerate(batches):
         lc, lg = cpu(*b), gpu(*b)
         assert abs(lg - lc) <= RTOL * abs(lc), f"{name} step {i}: cuda {lg} cpu {lc}"

@@ -753,6 +753,23 @@ def test_conv_weight_grad(case):
                                    rtol=1e-10)
 
 
+@covers("conv_input_grad")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_input_grad(case):
+    # the adjoint of conv in x: <conv_input_grad(g, w), t> = <g, conv(t, w)>, for random t
+    xs, ws, s, d, lo, hi, g = case
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    ct = rng.standard_normal(_conv_loops(x, w, s, d, lo, hi, g).shape)
+    dx = run_op("conv_input_grad", [ct, w], size=xs[2:], stride=s, dilation=d, pad_low=lo,
+                pad_high=hi, groups=g)
+    assert dx.shape == xs
+    for _ in range(3):
+        t = rng.standard_normal(xs)
+        np.testing.assert_allclose(np.sum(dx * t), np.sum(ct * _conv_loops(t, w, s, d, lo, hi, g)),
+                                   rtol=1e-10)
+
+
 def _window_loops(x, k, s, d, lo, hi, fill):
     lead = x.ndim - len(k)
     S = x.shape[lead:]
@@ -776,6 +793,26 @@ def test_window(shape, k, s, d, lo, hi, fill):
     x = arr(shape, F64, np.random.default_rng(4))
     got = run_op("window", [x], kernel=k, stride=s, dilation=d, pad_low=lo, pad_high=hi, fill=fill)
     same(got, _window_loops(x, k, s, d, lo, hi, fill))
+
+
+@covers("window_transpose")
+@pytest.mark.parametrize("shape,k,s,d,lo,hi", [
+    ((2, 3, 6, 7), (2, 2), (2, 2), (1, 1), (0, 0), (0, 1)),
+    ((3, 8), (3,), (2,), (2,), (2,), (1,)),
+    ((2, 5, 5), (3, 3), (2, 1), (1, 2), (1, 2), (-1, 2)),
+])
+def test_window_transpose(shape, k, s, d, lo, hi):
+    # the adjoint of window: <window_transpose(c), t> = <c, window(t)>
+    rng = np.random.default_rng(9)
+    wshape = _window_loops(np.zeros(shape), k, s, d, lo, hi, 0.0).shape
+    c = rng.standard_normal(wshape)
+    got = run_op("window_transpose", [c], kernel=k, stride=s, dilation=d, pad_low=lo, pad_high=hi,
+                 size=shape[len(shape) - len(k):])
+    assert got.shape == shape
+    for _ in range(3):
+        t = rng.standard_normal(shape)
+        np.testing.assert_allclose(np.sum(got * t), np.sum(c * _window_loops(t, k, s, d, lo, hi, 0.0)),
+                                   rtol=1e-10)
 
 
 def test_window_errors():

@@ -19,7 +19,8 @@ op names:
   "loop", "reduce", "matmul", "scatter", "region" for an op that runs its region, or
   "expand" for one the `expand` pass rewrites first), `cost` (the work of recomputing one element, for
   fusion), `reduction` (the combining instruction of a reduction) and `identity` (the
-  value it starts from, per dtype), `linear` (the
+  value it starts from, per dtype), `rereads` (each operand element is read by many
+  result elements, as in a sliding window: fusion stores an expensive operand), `linear` (the
   coefficients of a linear combination of the operands), `scales` (linear in each operand
   when the others are constants), `instruction` (lowers to the scalar instruction of the
   same name, which every renderer spells);
@@ -78,6 +79,7 @@ class OpDef:
     cost: int = 1
     reduction: str | None = None
     identity: Callable | None = None  # a reduction's starting value: dtype -> number
+    rereads: bool = False
     linear: tuple | None = None
     scales: bool = False
     instruction: bool = False
@@ -166,7 +168,7 @@ def _ensure_loaded():
     global _loaded
     if not _loaded:
         _loaded = True
-        from .ops import conv, elementwise, kernel, random, reduce, shape  # noqa: F401  (they register)
+        from .ops import conv, elementwise, kernel, random, reduce, shape, window  # noqa: F401  (they register)
 
 
 def check_attrs(opdef: OpDef, attrs: dict) -> dict:

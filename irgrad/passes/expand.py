@@ -50,8 +50,10 @@ class ExpandPass(Pass):
             return hook(rw.b, op, self.conv) if hook is not None else None
 
         for blk in list(blocks(f.body)):
-            n = rewrite_block(blk, rule)
-            if n:
+            for _ in range(8):  # an expansion may emit ops that expand in turn
+                n = rewrite_block(blk, rule)
+                if not n:
+                    break
                 remove_dead_ops(blk)
-            changed += n
+                changed += n
         return PassResult(f, changed > 0)

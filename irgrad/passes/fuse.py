@@ -9,7 +9,9 @@ kernel that reads them is the whole decision:
   matmul kernel absorbs (BLAS transposes for free);
 - a cheap elementwise value (its recomputation costs at most `max-recompute`; data
   movement and constants cost nothing, transcendental ops cost 4) is recomputed in
-  every consumer; an expensive one with several consumers is materialized once;
+  every consumer; an expensive one with several consumers is materialized once, and so
+  is an expensive operand of a sliding window (`rereads`: window, window_transpose),
+  which would recompute it once per window holding it;
 - constants are never materialized: they move into the regions that use them.
 
 Each materialized value gets a kernel: `loop` (elementwise over its shape), `reduce`,
@@ -121,6 +123,12 @@ class _Fuser:
         size: dict[Value, int] = {}  # ops a kernel computing the value would hold
         for op in self.ops:
             cls = op_class(op)
+            if get_op(op.opname).rereads:
+                # a sliding window computes each operand element once per window holding
+                # it: an operand that costs more than max-recompute is stored first
+                for v in op.operands:
+                    if v not in self.materialized and cost.get(v, 0) > self.max_recompute:
+                        self.materialized.add(v)
             # keep every region within max-ops: store the largest inlined operands first
             inlined = [v for v in op.operands if v in size and v not in self.materialized]
             total = (op.opname != "const") + sum(size[v] for v in inlined)

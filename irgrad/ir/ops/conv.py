@@ -1,20 +1,17 @@
-"""Convolution primitives: `conv`, its sliding-window view `window`, and `reverse`.
+"""Convolution primitives: `conv` and its two cotangents `conv_input_grad` and
+`conv_weight_grad`.
 
-`conv` is N-d (1-D, 2-D, 3-D spatial), PyTorch's layout: x [N, C, *S], w [O, C/groups, *K],
+`conv` is N-d (1 to 3 spatial axes), PyTorch's layout: x [N, C, *S], w [O, C/groups, *K],
 result [N, O, *J], with per-axis `stride`, `dilation` and padding `pad_low`/`pad_high`
-(negative padding crops: the transposes below need it; the DSL refuses it from users).
-Its derivatives are convolutions again (JAX's conv_general_dilated transpose rules, with
-the input dilation spelled as an interior pad), so gradients of any order stay convs:
+(negative padding crops: transposed convs need it; the DSL refuses it from users). The
+three are one bilinear map seen from its three sides,
 
-    dx = conv(dilate(g, stride), flip(w) with in/out channels swapped per group,
-              dilation, pad_low = (K-1) d - lo, pad_high = Hp - 1 - (J-1) s - hi)
-    dw = conv(x as [C/G, G*N, *S], g as [O, N, *J], stride = dilation, dilation = stride,
-              same padding, groups) as [O, C/G, *K]
+    <conv(x, w), g> = <x, conv_input_grad(g, w)> = <w, conv_weight_grad(x, g)>,
 
-`window` is im2col: x [..., *S] -> [..., *K, *J], element (k, j) = x[j s + k d - lo]
-(`fill` outside). Pooling is a reduction over its K axes, and the `expand` pass turns a
-`conv` into window + reshape + batched matmul (im2col + GEMM) or, for small channel
-counts, window x weights reduced in one loop (direct): see passes/expand.py.
+so each one's derivatives are the other two (any order of gradient stays convolutions).
+None has a kernel of its own: the `expand` pass rewrites them into `window` (im2col),
+`window_transpose` (col2im), transposes, reshapes and matmuls, choosing the formulation
+per shape (`conv_algorithm`, and the table in docs/passes.md).
 """
 
 from __future__ import annotations
@@ -25,55 +22,8 @@ import math
 import numpy as np
 
 from ...errors import ShapeError
-from ..indexing import clip
 from ..registry import AttrSpec, OpDef, register
-from ..scalar import Const, InRange, Select
-from ..types import DType
-
-
-def _spatial(op, attrs, name, n, default=None):
-    v = attrs.get(name)
-    v = tuple(v) if v is not None else (default,) * n
-    if len(v) != n:
-        raise ShapeError(f"'{op}' attribute '{name}' needs {n} entries (one per spatial axis), "
-                         f"got {list(v)}")
-    return v
-
-
-def out_size(size, k, s, d, lo, hi):
-    """Output length of one spatial axis (0 or less: the kernel does not fit)."""
-    return (size + lo + hi - (k - 1) * d - 1) // s + 1
-
-
-# --- helpers the derivative rules (and the DSL) build with ---------------------------------------
-
-def pad_or_crop(b, v, low, high):
-    """Pad by the non-negative amounts, slice off the negative ones."""
-    if any(x < 0 for x in list(low) + list(high)):
-        start = [max(-x, 0) for x in low]
-        limit = [d - max(-x, 0) for d, x in zip(v.shape, high)]
-        v = b.slice(v, start, limit)
-        low, high = [max(x, 0) for x in low], [max(x, 0) for x in high]
-    if any(low) or any(high):
-        v = b.pad(v, low, high)
-    return v
-
-
-def dilate(b, v, axis: int, s: int):
-    """Insert s-1 zeros between neighbours along `axis` (an interior pad): [.., J, ..] ->
-    [.., (J-1) s + 1, ..], built from reshape, pad and slice."""
-    if s == 1 or v.shape[axis] <= 1:
-        return v
-    shp = list(v.shape)
-    j = shp[axis]
-    v = b.reshape(v, shp[:axis + 1] + [1] + shp[axis + 1:])
-    high = [0] * (len(shp) + 1)
-    high[axis + 1] = s - 1
-    v = b.pad(v, [0] * (len(shp) + 1), high)
-    v = b.reshape(v, shp[:axis] + [j * s] + shp[axis + 1:])
-    limit = list(shp)
-    limit[axis] = (j - 1) * s + 1
-    return b.slice(v, [0] * len(shp), limit)
+from .window import _padded, _spatial, col2im_reference, dilate, out_size, pad_or_crop  # noqa: F401
 
 
 def conv_attrs(stride, dilation, pad_low, pad_high, groups):
@@ -88,145 +38,6 @@ def _group_swap(b, w, groups):
     v = b.reshape(w, [groups, og, cg] + k)
     v = b.transpose(v, [0, 2, 1] + list(range(3, 3 + len(k))))
     return b.reshape(v, [groups * cg, og] + k)
-
-
-# --- reverse ---------------------------------------------------------------------------------------
-
-def _reverse_infer(types, attrs, declared):
-    x = types[0]
-    axes = attrs["axes"]
-    if len(set(axes)) != len(axes) or any(not 0 <= a < x.rank for a in axes):
-        raise ShapeError(f"'reverse' axes {list(axes)} are not distinct axes of {x}")
-    return [x]
-
-
-def _reverse_reads(op, idx):
-    shape = op.operands[0].shape
-    return [(0, tuple(i * -1 + (shape[a] - 1) if a in op.attrs["axes"] else i
-                      for a, i in enumerate(idx)))]
-
-
-register(OpDef(
-    name="reverse", infer=_reverse_infer,
-    reference=lambda xs, op: [np.ascontiguousarray(np.flip(xs[0], op.attrs["axes"]))],
-    # reversing is its own transpose and linear
-    vjp=lambda b, op, cts, w: [b.emit("reverse", cts[0], axes=op.attrs["axes"])],
-    jvp=lambda b, op, ts: [b.emit("reverse", ts[0], axes=op.attrs["axes"])],
-    attrs={"axes": AttrSpec("ints")}, num_operands=1, cost=0,
-    reads=_reverse_reads, build=lambda ev, op, idx, kids: kids[0],
-    rules=(lambda rw, op: op.operands[0] if not op.attrs["axes"] else None,),
-    doc="The elements of `axes` in reverse order (a kernel flip)."))
-
-
-# --- window (im2col) -----------------------------------------------------------------------------
-
-def _window_geometry(x, attrs):
-    k = tuple(attrs["kernel"])
-    n = len(k)
-    if not 1 <= n <= x.rank:
-        raise ShapeError(f"'window' needs 1 to {x.rank} kernel sizes for {x}, got {list(k)}")
-    s = _spatial("window", attrs, "stride", n, 1)
-    d = _spatial("window", attrs, "dilation", n, 1)
-    lo = _spatial("window", attrs, "pad_low", n, 0)
-    hi = _spatial("window", attrs, "pad_high", n, 0)
-    if min(k + s + d) < 1:
-        raise ShapeError(f"'window' needs kernel, stride and dilation >= 1, got kernel={list(k)} "
-                         f"stride={list(s)} dilation={list(d)}")
-    sizes = x.shape[x.rank - n:]
-    j = tuple(out_size(*a) for a in zip(sizes, k, s, d, lo, hi))
-    if min(j) < 1:
-        raise ShapeError(f"'window': kernel {list(k)} (dilation {list(d)}) is larger than the padded "
-                         f"input {[a + l + h for a, l, h in zip(sizes, lo, hi)]} of {x}")
-    return k, s, d, lo, hi, j
-
-
-def _window_infer(types, attrs, declared):
-    x = types[0]
-    k, s, d, lo, hi, j = _window_geometry(x, attrs)
-    return [x.with_shape(x.shape[:x.rank - len(k)] + k + j)]
-
-
-def _padded(x, lo, hi, fill):
-    """x with its trailing len(lo) axes padded (negative: cropped)."""
-    lead = x.ndim - len(lo)
-    x = np.pad(x, [(0, 0)] * lead + [(max(a, 0), max(b, 0)) for a, b in zip(lo, hi)],
-               constant_values=fill)
-    crop = tuple(slice(None) for _ in range(lead)) + tuple(
-        slice(max(-a, 0), n - max(-b, 0)) for a, b, n in zip(lo, hi, x.shape[lead:]))
-    return x[crop]
-
-
-def _window_ref(xs, op):
-    x = xs[0]
-    k, s, d, lo, hi, j = _window_geometry(op.operands[0].type, op.attrs)
-    xp = _padded(x, lo, hi, op.attrs["fill"])
-    lead = x.ndim - len(k)
-    out = np.empty(x.shape[:lead] + k + j, dtype=x.dtype)
-    for kk in itertools.product(*(range(a) for a in k)):
-        sl = tuple(slice(a * dd, a * dd + (jj - 1) * ss + 1, ss) for a, dd, jj, ss in zip(kk, d, j, s))
-        out[(Ellipsis,) + kk + (slice(None),) * len(k)] = xp[(Ellipsis,) + sl]
-    return [out]
-
-
-def _window_positions(op, idx):
-    k, s, d, lo, hi, j = _window_geometry(op.operands[0].type, op.attrs)
-    n = len(k)
-    lead = len(idx) - 2 * n
-    kk, jj = idx[lead:lead + n], idx[lead + n:]
-    return lead, [jv * si + kv * di - li for kv, jv, si, di, li in zip(kk, jj, s, d, lo)]
-
-
-def _window_reads(op, idx):
-    lead, pos = _window_positions(op, idx)
-    sizes = op.operands[0].shape[lead:]
-    return [(0, tuple(idx[:lead]) + tuple(clip(p, 0, n - 1) for p, n in zip(pos, sizes)))]
-
-
-def _window_build(ev, op, idx, kids):
-    lead, pos = _window_positions(op, idx)
-    dt, cond = op.results[0].dtype, None
-    for p, n in zip(pos, op.operands[0].shape[lead:]):
-        plo, phi = p.bounds()
-        if plo >= 0 and phi < n:
-            continue  # never outside: no mask
-        c = InRange(DType.bool, p, 0, n)
-        cond = c if cond is None else Select(DType.bool, cond, c, Const(DType.bool, False))
-    if cond is None:
-        return kids[0]
-    return Select(dt, cond, kids[0], Const(dt, op.attrs["fill"]))
-
-
-def _window_vjp(b, op, cts, wanted):
-    # x's cotangent: every window element goes back to the input element it copied, so
-    # dx = sum over kernel offsets k of g[k] dilated by the stride and shifted to k d - lo
-    g, x = cts[0], op.operands[0]
-    k, s, d, lo, hi, j = _window_geometry(x.type, op.attrs)
-    n, r = len(k), x.type.rank
-    lead = r - n
-    total = None
-    for kk in itertools.product(*(range(a) for a in k)):
-        start = [0] * lead + list(kk) + [0] * n
-        limit = list(g.shape[:lead]) + [a + 1 for a in kk] + list(j)
-        v = b.reshape(b.slice(g, start, limit), list(x.shape[:lead]) + list(j))
-        for i in range(n):
-            v = dilate(b, v, lead + i, s[i])
-        low = [0] * lead + [a * dd - ll for a, dd, ll in zip(kk, d, lo)]
-        high = [0] * lead + [x.shape[lead + i] - low[lead + i] - v.shape[lead + i] for i in range(n)]
-        total = b.add_maybe(total, pad_or_crop(b, v, low, high))
-    return [total]
-
-
-WINDOW_ATTRS = {"kernel": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilation": AttrSpec("ints"),
-                "pad_low": AttrSpec("ints"), "pad_high": AttrSpec("ints"),
-                "fill": AttrSpec("float", required=False, default=0.0)}
-
-register(OpDef(
-    name="window", infer=_window_infer, reference=_window_ref,
-    vjp=_window_vjp,  # (a window with fill 0 is linear; pooling's fill -inf is never differentiated at the fill)
-    jvp=lambda b, op, ts: [b.emit("window", ts[0], **op.attrs)],
-    attrs=WINDOW_ATTRS, num_operands=1, cost=0, reads=_window_reads, build=_window_build,
-    doc="Sliding windows (im2col): [..., *S] -> [..., *K, *J], element (k, j) = x[j stride + "
-        "k dilation - pad_low], `fill` outside the input."))
 
 
 # --- conv ----------------------------------------------------------------------------------------
@@ -293,9 +104,9 @@ def _conv_ref(xs, op):
                            a["groups"])]
 
 
-def conv_input_grad(b, g, w, x_type, attrs):
-    """x's cotangent of conv(x, w) for the result's cotangent g: a conv of g dilated by the
-    stride with the flipped kernel, in/out channels swapped per group."""
+def flipped_conv_input_grad(b, g, w, x_type, attrs):
+    """x's cotangent of conv(x, w) as a conv: g dilated by the stride, convolved with the
+    flipped kernel whose in/out channels are swapped per group (JAX's transpose rule)."""
     n, G, s, d, lo, hi, j = conv_geometry(x_type, w.type, attrs)
     k = w.shape[2:]
     hp = [a + l + h for a, l, h in zip(x_type.shape[2:], lo, hi)]
@@ -308,8 +119,13 @@ def conv_input_grad(b, g, w, x_type, attrs):
         [p - 1 - (jj - 1) * ss - h for p, jj, ss, h in zip(hp, j, s, hi)], G))
 
 
+def conv_input_grad(b, g, w, x_type, attrs):
+    return b.emit("conv_input_grad", g, w, size=tuple(x_type.shape[2:]), **attrs)
+
+
 def _conv_vjp(b, op, cts, wanted):
-    # dx as above; dw[o, c, k] = sum_{n, j} g[n, o, j] xp[n, g(o) C/G + c, j s + k d]
+    # dx[n, c, i] = sum_{o, k: i = j s + k d - lo} g[n, o, j] w[o, c, k];
+    # dw[o, c, k] = sum_{n, j} g[n, o, j] xp[n, g(o) C/G + c, j s + k d]
     g, (x, w) = cts[0], op.operands
     dx = conv_input_grad(b, g, w, x.type, op.attrs) if wanted[0] else None
     dw = b.emit("conv_weight_grad", x, g, kernel=tuple(w.shape[2:]), **op.attrs) if wanted[1] else None
@@ -382,6 +198,53 @@ def _wgrad_jvp(b, op, ts):
     x, g = op.operands
     return [b.add_maybe(b.emit("conv_weight_grad", ts[0], g, **op.attrs) if ts[0] is not None else None,
                         b.emit("conv_weight_grad", x, ts[1], **op.attrs) if ts[1] is not None else None)]
+
+
+# --- conv_input_grad ---------------------------------------------------------------------------
+
+def _cig_attrs(attrs):
+    return {k: v for k, v in attrs.items() if k != "size"}
+
+
+def _cig_x_type(g, w, attrs):
+    if g.rank != w.rank or g.dtype != w.dtype or len(attrs["size"]) != g.rank - 2:
+        raise ShapeError(f"'conv_input_grad' needs g [N, O, *J] and w [O, C/groups, *K] of one dtype "
+                         f"and a size per spatial axis, got {g}, {w} and size={list(attrs['size'])}")
+    return g.with_shape((g.shape[0], w.shape[1] * attrs["groups"]) + tuple(attrs["size"]))
+
+
+def _cig_infer(types, attrs, declared):
+    g, w = types
+    x = _cig_x_type(g, w, attrs)
+    n, G, s, d, lo, hi, j = conv_geometry(x, w, _cig_attrs(attrs))
+    if g.shape != (x.shape[0], w.shape[0]) + j:
+        raise ShapeError(f"'conv_input_grad' g {g} is not the shape of conv's result "
+                         f"{list((x.shape[0], w.shape[0]) + j)} for an input {x} and weight {w}")
+    return [x]
+
+
+def _cig_ref(xs, op):
+    g, w = xs
+    a = op.attrs
+    G, k = a["groups"], w.shape[2:]
+    N, O, j = g.shape[0], g.shape[1], g.shape[2:]
+    og, cg = O // G, w.shape[1]
+    cols = np.einsum("goc,ngoj->ngcj", w.reshape(G, og, -1), g.reshape(N, G, og, -1))
+    cols = cols.reshape((N, G * cg) + tuple(k) + tuple(j)).astype(g.dtype)
+    return [col2im_reference(cols, k, a["stride"], a["dilation"], a["pad_low"], a["size"])]
+
+
+def _cig_vjp(b, op, cts, wanted):
+    t, (g, w) = cts[0], op.operands
+    attrs = _cig_attrs(op.attrs)
+    return [b.emit("conv", t, w, **attrs) if wanted[0] else None,
+            b.emit("conv_weight_grad", t, g, kernel=tuple(w.shape[2:]), **attrs) if wanted[1] else None]
+
+
+def _cig_jvp(b, op, ts):
+    g, w = op.operands
+    return [b.add_maybe(b.emit("conv_input_grad", ts[0], w, **op.attrs) if ts[0] is not None else None,
+                        b.emit("conv_input_grad", g, ts[1], **op.attrs) if ts[1] is not None else None)]
 
 
 def conv_flops(op) -> int:
@@ -477,9 +340,46 @@ def _wgrad_expand(b, op, algorithm: str = "auto"):
     og, jp = O // G, math.prod(g.shape[2:])
     cols = conv_columns(b, x, k, attrs["stride"], attrs["dilation"], attrs["pad_low"],
                         attrs["pad_high"], G)
-    gm = b.reshape(b.transpose(b.reshape(g, [N, G, og, jp]), [1, 2, 0, 3]), [G, og, N * jp])
-    dw = b.matmul(gm, b.swap_last_two(cols))  # [G, og, cg K]
+    dw = b.matmul(_grad_matrix(b, g, G), b.swap_last_two(cols))  # [G, og, cg K]
     return b.reshape(dw, list(op.result.shape))
+
+
+def _grad_matrix(b, g, G):
+    """g [N, O, *J] as [G, O/G, N prod(J)]: built alike wherever needed, so cse keeps one."""
+    N, O = g.shape[:2]
+    jp = math.prod(g.shape[2:])
+    return b.reshape(b.transpose(b.reshape(g, [N, G, O // G, jp]), [1, 2, 0, 3]), [G, O // G, N * jp])
+
+
+def input_grad_algorithm(op, algorithm: str = "auto") -> str:
+    """col2im (W^T G, then window_transpose) or flip (a conv of g dilated by the stride):
+    the smaller of their GEMM operands, C/G K N J against O/G K N S."""
+    if algorithm in ("col2im", "flip"):
+        return algorithm
+    g, w = op.operands
+    G = op.attrs["groups"]
+    cg, og = w.shape[1], w.shape[0] // G
+    jp, sp = math.prod(g.shape[2:]), math.prod(op.attrs["size"])
+    return "col2im" if cg * jp <= og * sp else "flip"
+
+
+def _cig_expand(b, op, algorithm: str = "auto"):
+    g, w = op.operands
+    attrs = _cig_attrs(op.attrs)
+    if algorithm in ("batched", "direct") or input_grad_algorithm(op) == "flip":
+        return flipped_conv_input_grad(b, g, w, op.result.type, attrs)  # expanded in turn
+    G = attrs["groups"]
+    N, C = op.result.shape[:2]
+    cg, k, j = w.shape[1], list(w.shape[2:]), list(g.shape[2:])
+    n = len(k)
+    wt = b.swap_last_two(b.reshape(w, [G, w.shape[0] // G, cg * math.prod(k)]))
+    cols = b.matmul(wt, _grad_matrix(b, g, G))  # [G, cg K, N J]
+    v = b.reshape(cols, [G, cg] + k + [N] + j)
+    v = b.transpose(v, [2 + n, 0, 1] + [2 + i for i in range(n)] + [3 + n + i for i in range(n)])
+    v = b.reshape(v, [N, C] + k + j)
+    return b.emit("window_transpose", v, kernel=tuple(k), stride=attrs["stride"],
+                  dilation=attrs["dilation"], pad_low=attrs["pad_low"], pad_high=attrs["pad_high"],
+                  size=tuple(op.attrs["size"]))
 
 
 register(OpDef(
@@ -499,3 +399,12 @@ register(OpDef(
     num_operands=2, expand=_wgrad_expand,
     doc="conv's weight cotangent: x [N, C, *S], g [N, O, *J] -> [O, C/groups, *kernel], "
         "dw[o, c, k] = sum over n, j of g[n, o, j] xp[n, group(o) C/groups + c, j stride + k dilation]."))
+
+
+register(OpDef(
+    name="conv_input_grad", infer=_cig_infer, reference=_cig_ref, vjp=_cig_vjp, jvp=_cig_jvp,
+    attrs={"size": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilation": AttrSpec("ints"),
+           "pad_low": AttrSpec("ints"), "pad_high": AttrSpec("ints"), "groups": AttrSpec("int")},
+    num_operands=2, expand=_cig_expand,
+    doc="conv's input cotangent: g [N, O, *J], w [O, C/groups, *K] -> [N, C, *size], "
+        "dx[n, c, i] = sum over o, k with i = j stride + k dilation - pad_low of g[n, o, j] w[o, c, k]."))

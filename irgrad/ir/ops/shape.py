@@ -131,7 +131,7 @@ register(OpDef(
                                if cts[0] is not None else None],
     jvp=lambda b, op, ts: [b.broadcast(ts[0], op.result.shape, op.attrs["dims"])],
     attrs={"dims": AttrSpec("ints")}, num_operands=1, declared_type=True, cost=0,
-    rules=(_broadcast_rules,),
+    rules=(_broadcast_rules,), rereads=True,  # (each element copied: store it if expensive)
     # operand element i reads result axis dims[i] (size-1 axes: element 0)
     operand_index=lambda op, idx: tuple(idx[d] if op.operands[0].shape[i] != 1 else Ix.of(0)
                                         for i, d in enumerate(op.attrs["dims"])),
