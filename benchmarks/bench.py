@@ -116,14 +116,12 @@ def child(system: str, workload: str, threads: int, seconds: float, max_steps: i
 
 
 def available(system: str) -> bool:
+    """Whether the system's package is installed: looked up, not imported (an import here
+    would grow this process, and Linux hands a parent's peak RSS on to its children's
+    ru_maxrss, so every row's peak RSS would be at least torch's and JAX's)."""
+    import importlib.util
     mod = {"torch": "torch", "jax": "jax"}.get(system)
-    if mod is None:
-        return True
-    try:
-        __import__(mod)
-        return True
-    except ImportError:
-        return False
+    return mod is None or importlib.util.find_spec(mod) is not None
 
 
 def spawn(system, workload, threads, seconds, max_steps, cache_dir, ref_loss=None) -> dict:

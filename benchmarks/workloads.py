@@ -187,8 +187,8 @@ def _resnet_workload():
                           BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
                           lambda x: L.mean(x, axis=(2, 3)), nn.Linear(64, 10))
 
-    def loss_fn(params, x, y, state):
-        logits, new_state = model(params, x, state=state, train=True)
+    def loss_fn(params, x, y, state, train=True):
+        logits, new_state = model(params, x, state=state, train=train)
         return L.cross_entropy(logits, y), new_state
 
     def make_batch(rng):

@@ -151,10 +151,7 @@ def _programs_for_idempotence():
     out = {"sample": ig.parse(PLANNED.replace(", arena_bytes=128, naive_bytes=320, lower_bound_bytes=128", "")
                               .replace(" mem[0]", "").replace(" mem[64]", "").replace(" mem[%w]", "")).functions["f"]}
     for name in workloads.ALL:
-        wl = workloads.get(name)
-        params = wl.init_params()
-        loss = ig.trace(wl.loss_fn, _spec_tree(params), *wl.batch_specs)
-        out[name] = ig.training_step(loss, wl.optimizer()).ir
+        out[name] = workloads.get(name).step_function().ir
     return out
 
 

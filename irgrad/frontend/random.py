@@ -108,7 +108,16 @@ def uniform(k, shape=(), dtype="f32", minval=0.0, maxval=1.0):
     if not _traced(k):
         return _eager(lambda kk: uniform(kk, shape, dtype, minval, maxval), k)
     u = _unit(as_tensor(k), shape, dtype)
-    return u * (float(maxval) - float(minval)) + float(minval) if (minval, maxval) != (0.0, 1.0) else u
+    if (minval, maxval) == (0.0, 1.0):
+        return u
+    lo, hi = float(minval), float(maxval)
+    if not hi > lo:
+        raise fail(f"ig.random.uniform needs minval < maxval, got {minval} and {maxval}")
+    # (u + lo/r) r rather than u r + lo: an add then a multiply, which no backend contracts
+    # into a fused multiply-add, so every backend rounds alike; clamped below maxval
+    r = hi - lo
+    top = float(np.nextafter(dtype.np.type(hi), dtype.np.type(-np.inf)))
+    return L.clip((u + lo / r) * r, lo, top)
 
 
 def normal(k, shape=(), dtype="f32", mean=0.0, std=1.0):

@@ -30,8 +30,9 @@ op names:
 - lowering: `reads(op, idx) -> [(operand, idx)]` and `build(ev, op, idx, kids) -> Sx`
   compute one result element in the scalar language of ir/scalar.py;
 - `rules`: simplifications (passes/simplify.py), each `rule(rw, op) -> Value or None`;
-- `expand(b, op, algorithm) -> Value`: an op that no kernel computes directly (conv) is
-  rewritten by the `expand` pass into ops that kernels do compute, built with `b`.
+- `expand(b, op, options) -> Value`: an op that no kernel computes directly (conv) is
+  rewritten by the `expand` pass into ops that kernels do compute, built with `b`
+  (`options`: the pass, whose fields pick algorithms).
 
 The entries themselves live in `ir/ops/`, grouped by kind, one `register(...)` each.
 """

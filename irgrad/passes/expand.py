@@ -7,7 +7,10 @@ option picks conv's algorithm: "auto" (the measured table in ir/ops/conv.py), "g
 one matmul per image and group) or "direct" (one reduction kernel over window x weights).
 O1 and O2 start with this pass; codegen runs it on whatever is left unexpanded, so
 every pipeline (O0 included) reaches the backends with kernel-ready ops only, and
-`irgrad dump -p expand` shows what a conv became.
+`irgrad dump -p expand` shows what a conv became. The `input-grad` option picks how
+conv_input_grad is computed: "auto" (the smaller GEMM operand), "col2im" (W^T G, then
+window_transpose) or "flip" (a conv of g dilated by the stride, with the flipped kernel).
+An `expand` hook receives this pass, so its options reach the ops' own code.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..ir.rewrite import blocks, remove_dead_ops, rewrite_block
 from .manager import Pass, PassResult, register_pass
 
 ALGORITHMS = ("auto", "gemm", "batched", "direct")
+INPUT_GRAD = ("auto", "col2im", "flip")
 
 
 def needs_expand(f: Function) -> bool:
@@ -35,19 +39,22 @@ class ExpandPass(Pass):
 
     name: ClassVar[str] = "expand"
     conv: str = "auto"
+    input_grad: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.conv not in ALGORITHMS:
-            raise PipelineError(f"option 'conv' of pass 'expand' is one of {', '.join(ALGORITHMS)}, "
-                                f"got {self.conv!r}")
+        for key, allowed in (("conv", ALGORITHMS), ("input-grad", INPUT_GRAD)):
+            v = getattr(self, key.replace("-", "_"))
+            if v not in allowed:
+                raise PipelineError(f"option '{key}' of pass 'expand' is one of {', '.join(allowed)}, "
+                                    f"got {v!r}")
 
     def apply(self, f: Function) -> PassResult:
         changed = 0
 
         def rule(rw, op):
             hook = get_op(op.opname).expand
-            return hook(rw.b, op, self.conv) if hook is not None else None
+            return hook(rw.b, op, self) if hook is not None else None
 
         for blk in list(blocks(f.body)):
             for _ in range(8):  # an expansion may emit ops that expand in turn

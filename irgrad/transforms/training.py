@@ -8,6 +8,8 @@ function that can be printed, optimized, benchmarked and compiled like any other
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..api import as_function, compile as compile_function
@@ -219,6 +221,12 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
                      name=getattr(loss_fn, "__name__", None))
         if has_state or has_key:
             def make_eval():
+                if not _takes_train(loss_fn):
+                    raise IrgradError(
+                        f"step(..., train=False): {getattr(loss_fn, '__name__', 'the loss')} takes no "
+                        f"`train` argument, so evaluation mode would run the training-mode model "
+                        f"(batch statistics, dropout); add `train=True` to its parameters and pass it "
+                        f"to the model")
                 ev = _with_state(loss_fn, has_state, has_key, False)
                 f = trace(ev, _spec_tree(params), *extra, *batch_specs,
                           name=f"eval_{getattr(loss_fn, '__name__', 'loss')}")
@@ -236,16 +244,18 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
     return TrainingStep(fn, be, exe, own, opt, pipeline, own_state, key if has_key else None, make_eval)
 
 
+def _takes_train(loss_fn) -> bool:
+    try:
+        sig = inspect.signature(loss_fn)
+    except (TypeError, ValueError):
+        return False
+    return "train" in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
 def _with_state(loss_fn, has_state: bool, has_key: bool, train: bool):
     """loss_fn with the state and key as positional arguments after params (what
     training_step expects), called with keywords; `train` passed if loss_fn takes it."""
-    import inspect
-    try:
-        sig = inspect.signature(loss_fn)
-        takes_train = "train" in sig.parameters or any(
-            p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    except (TypeError, ValueError):
-        takes_train = False
+    takes_train = _takes_train(loss_fn)
 
     def wrapped(params, *rest):
         kw = {}

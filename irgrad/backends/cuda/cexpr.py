@@ -174,8 +174,14 @@ class ExprRenderer(Renderer):
         if len(ix.terms) == 1 and ix.const == 0 and ix.terms[0][1] == 1 and isinstance(ix.terms[0][0], Var):
             return scope.var(ix.terms[0][0])
         key = ("ix", ix)
-        home = scope.home(self.deps(ix))
-        got = home.lookup(key)
+        deps = self.deps(ix)
+        home = scope.home(deps)
+        # an index that varies across the lanes of a vectorized loop is looked up in its own
+        # scope only: the group scope binds the lane variable too (to lane 0's value, when
+        # it renders a lane-invariant floor division of it), and its entries would hand
+        # lane 0's index to every lane
+        got = home.memo.get(key) if self.lane_var is not None and self.lane_var in deps \
+            else home.lookup(key)
         if got is not None:
             return got
         if self.lane_index is not None:

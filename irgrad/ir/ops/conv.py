@@ -262,6 +262,7 @@ DIRECT_MAX_REDUCTION = 0
 
 
 def conv_algorithm(op, algorithm: str = "auto") -> str:
+    algorithm = getattr(algorithm, "conv", algorithm)  # (the expand pass, or its option)
     if algorithm != "auto":
         return algorithm
     w = op.operands[1]
@@ -294,7 +295,7 @@ def conv_columns(b, x, k, s, d, lo, hi, G):
     return b.reshape(v, [G, cg * kp, N * math.prod(j)])
 
 
-def _conv_expand(b, op, algorithm: str = "auto"):
+def _conv_expand(b, op, algorithm="auto"):
     """conv as ops the kernels know. gemm: im2col (`conv_columns`) + one matmul per group,
     [O/G, C/G K] @ [C/G K, N J], transposed back to [N, O, *J]; batched: one matmul per
     image and group, weights broadcast over the batch; direct: window x weights summed
@@ -325,11 +326,11 @@ def _conv_expand(b, op, algorithm: str = "auto"):
         y = b.matmul(b.reshape(w, [G, og, cg * kp]), cols)  # [G, og, N jp]
         y = b.transpose(b.reshape(y, [G, og, N, jp]), [2, 0, 1, 3])
     else:
-        raise ValueError(f"unknown conv algorithm '{algorithm}' (auto, gemm, batched or direct)")
+        raise ValueError(f"unknown conv algorithm '{algo}' (auto, gemm, batched or direct)")
     return b.reshape(y, [N, O] + list(j))
 
 
-def _wgrad_expand(b, op, algorithm: str = "auto"):
+def _wgrad_expand(b, op, options=None):
     """dw = g as [G, O/G, N J] times the forward's im2col columns transposed: one GEMM
     per group over N J (the long dimension), [O/G, C/G K] out."""
     x, g = op.operands
@@ -354,6 +355,7 @@ def _grad_matrix(b, g, G):
 def input_grad_algorithm(op, algorithm: str = "auto") -> str:
     """col2im (W^T G, then window_transpose) or flip (a conv of g dilated by the stride):
     the smaller of their GEMM operands, C/G K N J against O/G K N S."""
+    algorithm = getattr(algorithm, "input_grad", algorithm)
     if algorithm in ("col2im", "flip"):
         return algorithm
     g, w = op.operands
@@ -363,10 +365,10 @@ def input_grad_algorithm(op, algorithm: str = "auto") -> str:
     return "col2im" if cg * jp <= og * sp else "flip"
 
 
-def _cig_expand(b, op, algorithm: str = "auto"):
+def _cig_expand(b, op, options=None):
     g, w = op.operands
     attrs = _cig_attrs(op.attrs)
-    if algorithm in ("batched", "direct") or input_grad_algorithm(op) == "flip":
+    if input_grad_algorithm(op, options if options is not None else "auto") == "flip":
         return flipped_conv_input_grad(b, g, w, op.result.type, attrs)  # expanded in turn
     G = attrs["groups"]
     N, C = op.result.shape[:2]

@@ -188,7 +188,8 @@ WINDOW_ATTRS = {"kernel": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilatio
 register(OpDef(
     name="window", infer=_window_infer, reference=_window_ref,
     vjp=_window_vjp,  # (a window with fill 0 is linear; pooling's fill -inf is never differentiated at the fill)
-    jvp=lambda b, op, ts: [b.emit("window", ts[0], **op.attrs)],
+    # linear in x apart from the fill, a constant: the tangent's windows are filled with 0
+    jvp=lambda b, op, ts: [b.emit("window", ts[0], **(op.attrs | {"fill": 0.0}))],
     attrs=WINDOW_ATTRS, num_operands=1, cost=0, reads=_window_reads, build=_window_build, rereads=True,
     doc="Sliding windows (im2col): [..., *S] -> [..., *K, *J], element (k, j) = x[j stride + "
         "k dilation - pad_low], `fill` outside the input."))
