@@ -1,4 +1,4 @@
-"""W1-W4 training steps on the GPU: irgrad's CUDA backend against PyTorch eager on the same GPU.
+"""W1-W6 training steps on the GPU: irgrad's CUDA backend against PyTorch eager on the same GPU.
 
 Both start from irgrad's initial parameters and see the same batches; the first loss of
 each is checked against irgrad's CPU backend. A step is timed from the Python call to the
@@ -58,9 +58,11 @@ def run(names, seconds: float) -> dict:
         batches = w.batches(8)
         row = {"workload": name, "title": w.title}
         t0 = time.perf_counter()
-        step = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cuda")
+        step = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cuda",
+                               **w.step_options())
         row["compile_s"] = round(time.perf_counter() - t0, 3)
-        cpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cpu")
+        cpu = ig.compile_step(w.loss_fn, w.init_params(), w.optimizer(), w.batch_specs, backend="cpu",
+                              **w.step_options())
         ref = cpu(*batches[0])
         first = step(*batches[0])
         row["first_loss_cpu"], row["first_loss_cuda"] = ref, first
@@ -74,8 +76,9 @@ def run(names, seconds: float) -> dict:
             tmed, tn = _time(tstep, batches, seconds)
             row["torch_us"], row["torch_steps"] = round(tmed * 1e6, 1), tn
             row["ratio"] = round(med / tmed, 3)
-            row["goal"] = GOALS[name]
-            row["meets_goal"] = row["ratio"] <= GOALS[name]
+            if name in GOALS:  # (W5/W6 have no GPU goal yet: measured, not judged)
+                row["goal"] = GOALS[name]
+                row["meets_goal"] = row["ratio"] <= GOALS[name]
         except Exception as e:  # noqa: BLE001 - no torch: report irgrad alone
             row["torch_error"] = f"{type(e).__name__}: {e}"
         rows.append(row)
@@ -97,7 +100,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
+    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4", "W5", "W6"])
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu-results")
     args = ap.parse_args(argv)

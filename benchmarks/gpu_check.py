@@ -138,14 +138,10 @@ def prepare(arch: str) -> int:
     from irgrad.backends.cuda.renderer import render_cuda_program
     from irgrad.backends.cuda.runtime import compile_cubin
     from irgrad.codegen.lowering import lower_function
-    from irgrad.frontend.function import trace
-    from irgrad.transforms.training import _spec_tree, training_step
     from test_cuda import PROGRAMS
     sources = []
     for name in workloads.ALL:
-        w = workloads.get(name)
-        loss = trace(w.loss_fn, _spec_tree(w.init_params()), *w.batch_specs)
-        fn = training_step(loss, w.optimizer())
+        fn = workloads.get(name).step_function()
         sources.append(render_cuda_program(lower_function(plan_for_codegen(fn.ir, "O2"))).source)
     for text, _, _ in PROGRAMS.values():
         f = next(iter(ig.parse(text)))

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ..ir.interpreter import run_function
 from ..ir.ops.random import random_bits_reference
 from ..ir.types import DType, TensorType
 from . import library as L
@@ -75,9 +76,8 @@ def split(k, num: int = 2):
 def _eager(fn, k, *args):
     """Outside a trace: run `fn` on the interpreter (the same ops a traced call emits)."""
     from .function import trace
-    from ..api import compile as compile_fn
     f = trace(lambda kk: fn(kk, *args), np.asarray(k))
-    return compile_fn(f, "numpy")(np.asarray(k))
+    return run_function(f.ir, [np.asarray(k)])[0]
 
 
 def _traced(k) -> bool:
