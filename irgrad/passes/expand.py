@@ -10,7 +10,8 @@ every pipeline (O0 included) reaches the backends with kernel-ready ops only, an
 `irgrad dump -p expand` shows what a conv became. The `input-grad` option picks how
 conv_input_grad is computed: "auto" (the smaller GEMM operand), "col2im" (W^T G, then
 window_transpose) or "flip" (a conv of g dilated by the stride, with the flipped kernel).
-An `expand` hook receives this pass, so its options reach the ops' own code.
+An `expand` hook receives an `ExpandContext`: these options, and which conv inputs also
+feed a weight gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ def needs_expand(f: Function) -> bool:
     return any(get_op(op.opname).expand is not None for blk in blocks(f.body) for op in blk.ops)
 
 
+@dataclass(frozen=True)
+class ExpandContext:
+    """What an `expand` hook is told: the pass's options, and which conv inputs also feed a
+    weight gradient (a training step's convs), whose im2col columns the conv can share."""
+
+    conv: str
+    input_grad: str
+    weight_grad_inputs: frozenset
+
+    def shares_columns(self, op) -> bool:
+        return (op.operands[0], _conv_key(op.attrs)) in self.weight_grad_inputs
+
+
+def _conv_key(attrs) -> tuple:
+    return tuple(sorted((k, v) for k, v in attrs.items() if k != "kernel"))
+
+
+def _weight_grad_inputs(f: Function) -> frozenset:
+    return frozenset((op.operands[0], _conv_key(op.attrs)) for blk in blocks(f.body) for op in blk.ops
+                     if op.opname == "conv_weight_grad")
+
+
 @register_pass
 @dataclass(frozen=True)
 class ExpandPass(Pass):
@@ -51,10 +74,11 @@ class ExpandPass(Pass):
 
     def apply(self, f: Function) -> PassResult:
         changed = 0
+        ctx = ExpandContext(self.conv, self.input_grad, _weight_grad_inputs(f))
 
         def rule(rw, op):
             hook = get_op(op.opname).expand
-            return hook(rw.b, op, self) if hook is not None else None
+            return hook(rw.b, op, ctx) if hook is not None else None
 
         for blk in list(blocks(f.body)):
             for _ in range(8):  # an expansion may emit ops that expand in turn

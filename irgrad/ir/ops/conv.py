@@ -256,17 +256,23 @@ def conv_flops(op) -> int:
 # --- conv's decomposition (the `expand` pass) -----------------------------------------------------
 
 # Which algorithm `expand` picks when asked for "auto", from measurements on the CPU
-# backend (benchmarks/conv_algorithms.py; docs/passes.md has the table): the direct loop
-# wins while the reduction per output element (C/G * prod(K)) is short, im2col + GEMM after.
-DIRECT_MAX_REDUCTION = 0
+# backend (benchmarks/conv_algorithms.py; docs/passes.md has the table). In a training step
+# the batch-folded GEMM wins outright (its im2col columns are shared with the weight
+# gradient, which is one well-shaped GEMM over them: W5 4.7 against 7.1 ms, W6 62 against
+# 120 ms per step with per-image GEMMs). A conv alone (inference) is faster as one GEMM
+# per image while the reduction C/G K is short (no transpose of the result), folded
+# beyond; the direct loop never won.
+BATCHED_MAX_REDUCTION = 160
 
 
-def conv_algorithm(op, algorithm: str = "auto") -> str:
-    algorithm = getattr(algorithm, "conv", algorithm)  # (the expand pass, or its option)
+def conv_algorithm(op, options="auto") -> str:
+    algorithm = getattr(options, "conv", options)  # (an ExpandContext, or the option)
     if algorithm != "auto":
         return algorithm
+    if getattr(options, "shares_columns", lambda op: False)(op):
+        return "gemm"
     w = op.operands[1]
-    return "direct" if w.shape[1] * math.prod(w.shape[2:]) <= DIRECT_MAX_REDUCTION else "gemm"
+    return "batched" if w.shape[1] * math.prod(w.shape[2:]) <= BATCHED_MAX_REDUCTION else "gemm"
 
 
 def _unit_kernel(k, s, lo, hi) -> bool:
