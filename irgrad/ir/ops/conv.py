@@ -318,10 +318,14 @@ def _conv_expand(b, op, algorithm="auto"):
         return b.emit("window", x, kernel=tuple(k), stride=s, dilation=d, pad_low=lo, pad_high=hi)
 
     if algo == "direct":
-        cols = b.reshape(win(), [N, G, cg, kp, jp])
-        cols = b.broadcast(cols, [N, G, og, cg, kp, jp], (0, 1, 3, 4, 5))
-        wb = b.broadcast(b.reshape(w, [G, og, cg, kp]), [N, G, og, cg, kp, jp], (1, 2, 3, 4))
-        y = b.reduce_sum(b.mul(cols, wb), (3, 4))
+        # every axis kept apart (no merged axis to divide back per element): window
+        # [N, G, cg, *K, *J] times w [G, og, cg, *K], summed over cg and K
+        n = len(k)
+        full = [N, G, og, cg] + k + list(j)
+        cols = b.reshape(win(), [N, G, cg] + k + list(j))
+        cols = b.broadcast(cols, full, [0, 1] + list(range(3, 3 + 1 + 2 * n)))
+        wb = b.broadcast(b.reshape(w, [G, og, cg] + k), full, list(range(1, 4 + n)))
+        y = b.reduce_sum(b.mul(cols, wb), tuple(range(3, 4 + n)))  # [N, G, og, *J]
     elif algo == "batched":
         cols = b.reshape(x, [N, G, cg, jp]) if _unit_kernel(k, s, lo, hi) else \
             b.reshape(win(), [N, G, cg * kp, jp])
