@@ -44,7 +44,11 @@ def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
     matrix inside root's contiguous buffer (BLAS can read it in place), else None."""
     batch, i, j = _matrix_vars(v.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
-    for op in chain:
+    for n, op in enumerate(chain):
+        if n == len(chain) - 1 and op.opname == "reshape":
+            # a reshape of the stored value: same elements in the same row-major order, so
+            # the offset is the reshape's own linear index (no division into root's axes)
+            return strided_matrix(linearize(idx, op.result.shape), batch, i, j, v.shape[-2], v.shape[-1])
         idx = operand_index(op, idx)
     return strided_matrix(linearize(idx, root.shape), batch, i, j, v.shape[-2], v.shape[-1])
 
