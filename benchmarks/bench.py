@@ -191,7 +191,27 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every configuration (median)")
     ap.add_argument("--max-steps", type=int, default=5000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"))
+    ap.add_argument("--busy", action="store_true",
+                    help="keep another process spinning on the first core while timing (a shared machine)")
     args = ap.parse_args(argv)
+    spinner = _start_spinner() if args.busy else None
+    try:
+        return _run(args, spinner is not None)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+
+
+def _start_spinner():
+    """A process spinning on the first core allowed to us, for the whole run."""
+    core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    code = (f"import os\nif hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {{{core}}})\n"
+            "while True: pass\n")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _run(args, busy: bool) -> int:
     systems = [s for s in args.systems if available(s)]
     skipped = sorted(set(args.systems) - set(systems))
     rows = []
@@ -234,6 +254,8 @@ def main(argv=None) -> int:
                     rows.append(row)
     os.makedirs(args.out, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
+    if busy:
+        machine += "; another process spinning on the first core throughout"
     text = f"# irgrad benchmarks\n\nMachine: {machine}\n\n" + table(rows, args.workloads, args.threads)
     if skipped:
         text += f"\nNot installed, skipped: {', '.join(skipped)}\n"
