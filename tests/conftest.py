@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # tests/ is not a package: make `import strategies` work from every test file, and
@@ -27,3 +28,16 @@ settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=60, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """Compiled code (native libraries, emulator builds, cubins) goes to a fresh cache for
+    the module, a CI machine's state: `pytestmark = pytest.mark.usefixtures("private_cache")`."""
+    old = os.environ.get("IRGRAD_CACHE_DIR")
+    os.environ["IRGRAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("irgrad-cache"))
+    yield
+    if old is None:
+        os.environ.pop("IRGRAD_CACHE_DIR", None)
+    else:
+        os.environ["IRGRAD_CACHE_DIR"] = old

@@ -73,16 +73,7 @@ def hyp(n: int):
                     suppress_health_check=list(HealthCheck))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    """Compiled code goes to a fresh cache (a CI machine's state), as in test_cuda.py."""
-    old = os.environ.get("IRGRAD_CACHE_DIR")
-    os.environ["IRGRAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("irgrad-cache"))
-    yield
-    if old is None:
-        os.environ.pop("IRGRAD_CACHE_DIR", None)
-    else:
-        os.environ["IRGRAD_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("private_cache")  # (conftest.py: a fresh compile cache)
 
 
 def close(got, want, dtype, scale=None):

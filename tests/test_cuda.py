@@ -46,16 +46,7 @@ ARCHS = ("sm_80", "sm_90")
 SMEM_LIMIT = 48 * 1024  # static shared memory per block
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    """Compiled emulator libraries and cubins go to a fresh cache (a CI machine's state)."""
-    old = os.environ.get("IRGRAD_CACHE_DIR")
-    os.environ["IRGRAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("irgrad-cache"))
-    yield
-    if old is None:
-        os.environ.pop("IRGRAD_CACHE_DIR", None)
-    else:
-        os.environ["IRGRAD_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("private_cache")  # (conftest.py: a fresh compile cache)
 
 
 # --- programs for every kernel kind (name -> IR text, expected launch strategies, markers) ---

@@ -435,6 +435,12 @@ def _collapse_vars(vars_, indices):
     new variables and the substitution."""
     vars_ = list(vars_)
     subst: dict = {}
+    if len(vars_) > 1 and any(v.extent == 1 for v in vars_):
+        # a loop of one iteration is no loop (and as the outermost one it would keep the
+        # kernel on one thread: threads split the outermost loop)
+        keep = [v for v in vars_ if v.extent != 1] or vars_[-1:]
+        subst = {v: Ix.of(0) for v in vars_ if v not in keep}
+        vars_ = keep
     d = len(vars_) - 2
     while d >= 0:
         a, b = vars_[d], vars_[d + 1]

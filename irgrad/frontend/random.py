@@ -100,11 +100,17 @@ def _lshr(w: Tensor, n: int) -> Tensor:
     return emit("shift_right_logical", w.value, as_tensor(n, w, w.shape).value)
 
 
-def uniform(k, shape=(), dtype="f32", minval=0.0, maxval=1.0):
-    """Uniform in [minval, maxval)."""
+def _float_draw(what, k, shape, dtype):
+    """The checked key, shape and float dtype of a draw."""
     k, shape, dtype = _check_key(k), _shape(shape), as_dtype(dtype)
     if not dtype.is_float:
-        raise fail(f"ig.random.uniform needs a float dtype, got {dtype}")
+        raise fail(f"ig.random.{what} needs a float dtype, got {dtype}")
+    return k, shape, dtype
+
+
+def uniform(k, shape=(), dtype="f32", minval=0.0, maxval=1.0):
+    """Uniform in [minval, maxval)."""
+    k, shape, dtype = _float_draw("uniform", k, shape, dtype)
     if not _traced(k):
         return _eager(lambda kk: uniform(kk, shape, dtype, minval, maxval), k)
     u = _unit(as_tensor(k), shape, dtype)
@@ -122,9 +128,7 @@ def uniform(k, shape=(), dtype="f32", minval=0.0, maxval=1.0):
 
 def normal(k, shape=(), dtype="f32", mean=0.0, std=1.0):
     """Normally distributed (Box-Muller on two uniform draws per element)."""
-    k, shape, dtype = _check_key(k), _shape(shape), as_dtype(dtype)
-    if not dtype.is_float:
-        raise fail(f"ig.random.normal needs a float dtype, got {dtype}")
+    k, shape, dtype = _float_draw("normal", k, shape, dtype)
     if not _traced(k):
         return _eager(lambda kk: normal(kk, shape, dtype, mean, std), k)
     keys = split(as_tensor(k), 2)

@@ -132,11 +132,15 @@ def _conv_vjp(b, op, cts, wanted):
     return [dx, dw]
 
 
-def _conv_jvp(b, op, ts):
-    # conv is bilinear: d conv(x, w) = conv(dx, w) + conv(x, dw)
-    x, w = op.operands
-    return [b.add_maybe(b.emit("conv", ts[0], w, **op.attrs) if ts[0] is not None else None,
-                        b.emit("conv", x, ts[1], **op.attrs) if ts[1] is not None else None)]
+def bilinear_jvp(b, op, ts):
+    # all three are bilinear: d f(a, b) = f(da, b) + f(a, db), same attributes
+    a, c = op.operands
+    return [b.add_maybe(b.emit(op.opname, ts[0], c, **op.attrs) if ts[0] is not None else None,
+                        b.emit(op.opname, a, ts[1], **op.attrs) if ts[1] is not None else None)]
+
+
+def _without(attrs, key):
+    return {k: v for k, v in attrs.items() if k != key}
 
 
 # --- conv_weight_grad ----------------------------------------------------------------------------
@@ -146,7 +150,7 @@ def _conv_jvp(b, op, ts):
 # expands to one GEMM over the same im2col columns as the forward conv (shared by cse).
 
 def _wgrad_attrs(attrs):
-    return {k: v for k, v in attrs.items() if k != "kernel"}
+    return _without(attrs, "kernel")
 
 
 def _wgrad_weight_type(x, g, attrs):
@@ -194,16 +198,10 @@ def _wgrad_vjp(b, op, cts, wanted):
             b.emit("conv", x, t, **attrs) if wanted[1] else None]
 
 
-def _wgrad_jvp(b, op, ts):
-    x, g = op.operands
-    return [b.add_maybe(b.emit("conv_weight_grad", ts[0], g, **op.attrs) if ts[0] is not None else None,
-                        b.emit("conv_weight_grad", x, ts[1], **op.attrs) if ts[1] is not None else None)]
-
-
 # --- conv_input_grad ---------------------------------------------------------------------------
 
 def _cig_attrs(attrs):
-    return {k: v for k, v in attrs.items() if k != "size"}
+    return _without(attrs, "size")
 
 
 def _cig_x_type(g, w, attrs):
@@ -239,12 +237,6 @@ def _cig_vjp(b, op, cts, wanted):
     attrs = _cig_attrs(op.attrs)
     return [b.emit("conv", t, w, **attrs) if wanted[0] else None,
             b.emit("conv_weight_grad", t, g, kernel=tuple(w.shape[2:]), **attrs) if wanted[1] else None]
-
-
-def _cig_jvp(b, op, ts):
-    g, w = op.operands
-    return [b.add_maybe(b.emit("conv_input_grad", ts[0], w, **op.attrs) if ts[0] is not None else None,
-                        b.emit("conv_input_grad", g, ts[1], **op.attrs) if ts[1] is not None else None)]
 
 
 def conv_flops(op) -> int:
@@ -395,7 +387,7 @@ def _cig_expand(b, op, options=None):
 
 
 register(OpDef(
-    name="conv", infer=_conv_infer, reference=_conv_ref, vjp=_conv_vjp, jvp=_conv_jvp,
+    name="conv", infer=_conv_infer, reference=_conv_ref, vjp=_conv_vjp, jvp=bilinear_jvp,
     attrs={"stride": AttrSpec("ints"), "dilation": AttrSpec("ints"), "pad_low": AttrSpec("ints"),
            "pad_high": AttrSpec("ints"), "groups": AttrSpec("int")},
     num_operands=2, expand=_conv_expand,
@@ -405,7 +397,7 @@ register(OpDef(
 
 register(OpDef(
     name="conv_weight_grad", infer=_wgrad_infer, reference=_wgrad_ref, vjp=_wgrad_vjp,
-    jvp=_wgrad_jvp,
+    jvp=bilinear_jvp,
     attrs={"kernel": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilation": AttrSpec("ints"),
            "pad_low": AttrSpec("ints"), "pad_high": AttrSpec("ints"), "groups": AttrSpec("int")},
     num_operands=2, expand=_wgrad_expand,
@@ -414,7 +406,7 @@ register(OpDef(
 
 
 register(OpDef(
-    name="conv_input_grad", infer=_cig_infer, reference=_cig_ref, vjp=_cig_vjp, jvp=_cig_jvp,
+    name="conv_input_grad", infer=_cig_infer, reference=_cig_ref, vjp=_cig_vjp, jvp=bilinear_jvp,
     attrs={"size": AttrSpec("ints"), "stride": AttrSpec("ints"), "dilation": AttrSpec("ints"),
            "pad_low": AttrSpec("ints"), "pad_high": AttrSpec("ints"), "groups": AttrSpec("int")},
     num_operands=2, expand=_cig_expand,
