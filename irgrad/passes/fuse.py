@@ -125,9 +125,12 @@ class _Fuser:
             cls = op_class(op)
             if get_op(op.opname).rereads:
                 # a sliding window computes each operand element once per window holding
-                # it: an operand that costs more than max-recompute is stored first
+                # it: an operand that costs more than max-recompute is stored first, and so
+                # is a padded one (a window over a stored pad reads in-bounds, affine
+                # addresses: no clamps, so its loop vectorizes)
                 for v in op.operands:
-                    if v not in self.materialized and cost.get(v, 0) > self.max_recompute:
+                    if v not in self.materialized and (cost.get(v, 0) > self.max_recompute or (
+                            cls == "loop" and v.op is not None and v.op.opname == "pad")):
                         self.materialized.add(v)
             # keep every region within max-ops: store the largest inlined operands first
             inlined = [v for v in op.operands if v in size and v not in self.materialized]

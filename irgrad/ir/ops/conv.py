@@ -271,6 +271,20 @@ def _unit_kernel(k, s, lo, hi) -> bool:
     return all(a == 1 for a in k) and all(a == 1 for a in s) and not any(lo) and not any(hi)
 
 
+def padded_window(b, x, k, s, d, lo, hi):
+    """window of x with its zero padding done first by a `pad` (which fusion stores): the
+    window then reads the padded input at affine, in-bounds indices (no clamps, no masks:
+    its loop vectorizes), and what produced x is computed once per element, not per
+    window."""
+    n = len(k)
+    if min(list(lo) + list(hi)) >= 0 and max(list(lo) + list(hi)) > 0:
+        lead = [0] * (len(x.shape) - n)
+        x = b.pad(x, lead + list(lo), lead + list(hi))
+        lo = hi = (0,) * n
+    return b.emit("window", x, kernel=tuple(k), stride=tuple(s), dilation=tuple(d),
+                  pad_low=tuple(lo), pad_high=tuple(hi))
+
+
 def conv_columns(b, x, k, s, d, lo, hi, G):
     """im2col with the batch folded into the columns: [G, C/G prod(K), N prod(J)], element
     ((c, k), (n, j)) = xp[n, g C/G + c, j s + k d]. The forward conv and its weight
@@ -284,8 +298,7 @@ def conv_columns(b, x, k, s, d, lo, hi, G):
         v = b.transpose(b.reshape(x, [N, G, cg] + j), [1, 2, 0] + [3 + i for i in sp])
         kp = 1
     else:
-        win = b.emit("window", x, kernel=tuple(k), stride=tuple(s), dilation=tuple(d),
-                     pad_low=tuple(lo), pad_high=tuple(hi))
+        win = padded_window(b, x, k, s, d, lo, hi)
         j = list(win.shape[2 + n:])
         v = b.reshape(win, [N, G, cg] + list(k) + j)
         v = b.transpose(v, [1, 2] + [3 + i for i in sp] + [0] + [3 + n + i for i in sp])
