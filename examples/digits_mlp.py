@@ -124,6 +124,7 @@ Where to look next (FILE.py:NAME names a module-level Function of this file):
   irgrad viz examples/digits_mlp.py:step -o step.svg    the graph, fused kernels as clusters
   irgrad memplan examples/digits_mlp.py:step -o step-memory.png        the memory plan
   irgrad bench examples/digits_mlp.py:step --pipelines O0 O1 O2 --plot bench.png
+  irgrad train examples/digits_cnn.py                   a CNN with batch norm and dropout (99.7%)
   irgrad train examples/char_transformer.py             a tiny transformer on real text
 """
 
