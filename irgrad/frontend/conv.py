@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..ir.builder import Builder
 from ..ir.ops.conv import conv_attrs, dilate, out_size
 from .tensor import Tensor, as_tensor, emit, fail, reduce, require_context, reshape, user_location
 
 
+def _is_int(a) -> bool:
+    return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+
+
 def _tuple(v, n, what, fn):
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v,) * n
-    if isinstance(v, (tuple, list)) and len(v) == n and all(isinstance(a, int) for a in v):
+    if _is_int(v):
+        return (int(v),) * n
+    if isinstance(v, (tuple, list)) and len(v) == n and all(_is_int(a) for a in v):
         return tuple(int(a) for a in v)
     raise fail(f"{fn}: {what} must be an int or {n} ints, got {v!r}")
 
@@ -79,14 +85,16 @@ def _add_bias(y, b, fn):
 
 
 def _conv(n, fn, x, w, b, stride, padding, dilation, groups):
-    x, w = as_tensor(x), as_tensor(w)
+    x = as_tensor(x)
+    w = as_tensor(w, x if isinstance(x, Tensor) else None)  # a numpy weight takes x's float dtype
     _check_rank(x, w, n, fn)
     s = _tuple(stride, n, "stride", fn)
     d = _tuple(dilation, n, "dilation", fn)
     _positive(s, "stride", fn)
     _positive(d, "dilation", fn)
-    if not isinstance(groups, int) or groups < 1:
+    if not _is_int(groups) or groups < 1:
         raise fail(f"{fn}: groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
     c, o = x.shape[1], w.shape[0]
     if c % groups or o % groups:
         raise fail(f"{fn}: groups={groups} must divide the input channels ({c}, x {list(x.shape)}) and "
@@ -122,7 +130,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     """PyTorch's conv_transpose2d: x [N, C, H, W], w [C, O/groups, kH, kW] -> [N, O, H', W'],
     H' = (H - 1) stride - 2 padding + dilation (kH - 1) + output_padding + 1."""
     fn, n = "conv_transpose2d", 2
-    x, w = as_tensor(x), as_tensor(w)
+    x = as_tensor(x)
+    w = as_tensor(w, x)
     _check_rank(x, w, n, fn)
     s = _tuple(stride, n, "stride", fn)
     d = _tuple(dilation, n, "dilation", fn)
@@ -136,7 +145,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     if any(a >= max(ss, dd) for a, ss, dd in zip(op_, s, d)):
         raise fail(f"{fn}: output_padding {list(op_)} must be smaller than stride {list(s)} or "
                    f"dilation {list(d)}")
-    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups or w.shape[0] != x.shape[1]:
+    if not _is_int(groups) or groups < 1 or x.shape[1] % groups or w.shape[0] != x.shape[1]:
         raise fail(f"{fn}: weight {list(w.shape)} needs {x.shape[1]} input channels first (x "
                    f"{list(x.shape)}) and groups={groups!r} must divide them")
     k = w.shape[2:]
@@ -150,6 +159,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     xv = x.value
     for i in range(n):
         xv = dilate(bld, xv, 2 + i, s[i])
+    groups = int(groups)
     cin, og = w.shape[0], w.shape[1]
     cg = cin // groups
     wv = bld.emit("reverse", w.value, axes=(2, 3))

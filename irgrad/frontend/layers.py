@@ -229,7 +229,11 @@ class Sequential(Layer):
             name = str(i)
             p = params.get(name, {}) if params is not None else {}
             if getattr(layer, "stateful", False):
-                x, new_state[name] = layer(p, x, state=state[name], train=train)
+                extra = {}
+                if getattr(layer, "random", False):  # (a nested Sequential with both)
+                    extra["key"] = keys[r] if keys is not None else None
+                    r += 1
+                x, new_state[name] = layer(p, x, state=state[name], train=train, **extra)
             elif getattr(layer, "random", False):
                 x = layer(p, x, key=keys[r] if keys is not None else None, train=train)
                 r += 1

@@ -201,6 +201,9 @@ def _arg_extremum(x, axis, keepdims, opname):
         return _reshape(r, (1,) * x.ndim) if keepdims else r
     (ax,) = normalize_axes(axis, x.ndim)
     n = x.shape[ax]
+    if n == 0:
+        raise fail(f"arg{'max' if opname == 'reduce_max' else 'min'} of an empty axis {ax} "
+                   f"(shape {list(x.shape)}) has no answer")
     m = stop_gradient(_keep(reduce(opname, x, (ax,)), x, (ax,)))
     hit = broadcast_to(m, x.shape) == x
     if x.dtype.is_float:

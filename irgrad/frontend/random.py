@@ -30,6 +30,8 @@ _I32 = np.int32
 
 def key(seed: int) -> np.ndarray:
     """A key from an integer seed: the words (seed >> 32, seed mod 2^32), as JAX's."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise fail(f"ig.random.key needs an integer seed, got {seed!r}")
     seed = int(seed)
     if not -(1 << 63) <= seed < (1 << 64):
         raise fail(f"ig.random.key needs a seed that fits in 64 bits, got {seed}")
@@ -50,12 +52,18 @@ def _check_key(k):
 
 
 def _shape(shape):
-    if isinstance(shape, int):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
-    shape = tuple(int(d) for d in shape)
-    if any(d < 0 for d in shape):
-        raise fail(f"a random shape needs sizes >= 0, got {list(shape)}")
-    return shape
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise fail(f"a random shape is an int or a tuple of ints, got {shape!r}") from None
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) for d in dims):
+        raise fail(f"a random shape is an int or a tuple of ints, got {shape!r}")
+    dims = tuple(int(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise fail(f"a random shape needs sizes >= 0, got {list(dims)}")
+    return dims
 
 
 def bits(k, shape=()) -> Tensor | np.ndarray:
@@ -143,6 +151,8 @@ def bernoulli(k, p=0.5, shape=()):
     k, shape = _check_key(k), _shape(shape)
     if not _traced(k):
         return _eager(lambda kk: bernoulli(kk, p, shape), k)
+    if isinstance(p, (np.ndarray, list, tuple)):
+        p = as_tensor(np.asarray(p, dtype=np.float32))
     if not isinstance(p, Tensor) and not 0.0 <= float(p) <= 1.0:
         raise fail(f"ig.random.bernoulli needs 0 <= p <= 1, got {p}")
     return _unit(as_tensor(k), shape, DType.f32) < p

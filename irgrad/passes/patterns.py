@@ -42,6 +42,8 @@ def _matrix_vars(shape):
 def operand_matrix_view(v: Value, root: Value, chain: list[Operation]):
     """(per-batch offsets, ld, trans) when matmul operand `v` = chain(root) is a strided
     matrix inside root's contiguous buffer (BLAS can read it in place), else None."""
+    if 0 in v.shape or 0 in root.shape:
+        return None  # nothing to read (and no index to divide by a size 0)
     batch, i, j = _matrix_vars(v.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
     for n, op in enumerate(chain):
@@ -78,6 +80,8 @@ def result_matrix_view(r: Value, h: Value, chain):
     """(per-batch offsets, ldc, transposed) when h = chain(r) (permuting views and concats
     of a matmul result r, `chain` of (op, operand position) from r towards h) lets the GEMM
     write r straight into h's buffer; a transposed C is computed as C^T = B^T A^T."""
+    if 0 in r.shape or 0 in h.shape:
+        return None  # nothing to write
     batch, i, j = _matrix_vars(r.shape)
     idx = tuple(Ix.of(x) for x in batch + [i, j])
     for op, pos in chain:

@@ -8,6 +8,7 @@ function that can be printed, optimized, benchmarked and compiled like any other
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..errors import ArgumentError, IrgradError
 from ..frontend.function import Function, trace
 from ..frontend.specs import TensorSpec
 from ..ir.interpreter import check_argument
-from ..pytree import LiveTree, flatten, leaf_paths, unflatten
+from ..pytree import LiveTree, flatten, leaf_paths, tree_map, unflatten
 from .autodiff import value_and_grad
 from ..frontend import random
 
@@ -57,6 +58,8 @@ def training_step(loss, optimizer, name: str | None = None, state: bool = False,
             next_key, extra[-1] = keys[0], keys[1]
         out, grads = vg(params, *extra, *batch)
         value, new_state = out if state else (out, None)
+        if state:
+            _check_same_structure(new_state, extra_specs[0], loss.name)
         new_params, new_opt = optimizer.update(params, grads, opt_state)
         return (value, new_params, new_opt) + ((new_state,) if state else ()) + \
             ((next_key,) if key else ())
@@ -68,6 +71,20 @@ def training_step(loss, optimizer, name: str | None = None, state: bool = False,
     n_state = sum(len(flatten(t)[0]) for t in (param_specs, opt_specs, *extra_specs))
     fn.ir.attrs["donate"] = (-1,) + tuple(range(n_state))
     return fn
+
+
+def _check_same_structure(new_state, state_specs, name: str) -> None:
+    """The state a loss returns must have the structure of the state it was given: the
+    step writes each new leaf over the old one in flattened order."""
+    got, want = flatten(new_state)[1], flatten(state_specs)[1]
+    if got != want:
+        raise IrgradError(f"training_step: {name} returns a new state of structure {got}, but its "
+                          f"state has structure {want}; return every entry of the state, under the "
+                          f"same keys (the step writes each over the old one)")
+    for path, a, b in zip(leaf_paths(want, "state"), flatten(new_state)[0], flatten(state_specs)[0]):
+        if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+            raise IrgradError(f"training_step: {name} returns {path} as {a.type}, but the state "
+                              f"holds {b.dtype}{list(b.shape)}")
 
 
 def _zeros_tree(spec_tree):
@@ -129,8 +146,19 @@ class TrainingStep:
 
     @property
     def key(self):
-        """The random key the next step will split, or None."""
+        """The random key the next step will split, or None. Assigning one (an i32[2], e.g.
+        from ig.random.key) copies it into the step's own buffer, on every backend."""
         return self._tree("key")
+
+    @key.setter
+    def key(self, value):
+        buf = self._trees["key"]
+        if buf is None:
+            raise ArgumentError("this step carries no random key (compile it with key=...)")
+        new = random._check_key(value)
+        self.executable.sync()
+        np.copyto(buf, new)
+        self.executable.upload(buf)
 
     def _check_batch(self, batch, what):
         if len(batch) != self.n_batch:
@@ -151,7 +179,11 @@ class TrainingStep:
                                   "needs the Python loss function (pass it to compile_step)")
             self._eval = self._make_eval()
         self.executable.sync()
-        live = [self._trees[n] for n in ("params", "state", "key") if self._trees[n] is not None]
+        # a snapshot taken under the step's lock, so a concurrent step() cannot change the
+        # buffers while they are read (sync takes the lock itself: it comes first)
+        with getattr(self.executable, "_lock", None) or contextlib.nullcontext():
+            live = [tree_map(np.array, self._trees[n]) for n in ("params", "state", "key")
+                    if self._trees[n] is not None]
         out = self._eval(*live, *checked)
         return float(np.asarray(out[0] if isinstance(out, (tuple, list)) else out))
 
@@ -161,20 +193,21 @@ class TrainingStep:
         return getattr(self.__dict__["executable"], name)
 
 
-def _check_params(params) -> None:
-    """Every leaf of the parameter tree is a numpy array (or number) irgrad has a dtype for."""
+def _check_params(params, what: str = "params") -> None:
+    """Every leaf of the parameter (or state) tree is a numpy array (or number) irgrad has
+    a dtype for."""
     leaves, td = flatten(params)
     if not leaves:
-        raise IrgradError("compile_step: params holds no arrays")
-    for path, x in zip(leaf_paths(td, "params"), leaves):
+        raise IrgradError(f"compile_step: {what} holds no arrays")
+    for path, x in zip(leaf_paths(td, what), leaves):
         if isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "fiub":
             try:
                 TensorSpec.of(x)
             except IrgradError as e:
                 raise IrgradError(f"compile_step: {path}: {e}") from None
             continue
-        what = "a list (of arrays' values?)" if isinstance(x, list) else type(x).__name__
-        raise IrgradError(f"compile_step: {path} is {what} {x!r:.60}; every parameter must be a "
+        kind = "a list (of arrays' values?)" if isinstance(x, list) else type(x).__name__
+        raise IrgradError(f"compile_step: {path} is {kind} {x!r:.60}; every leaf of {what} must be a "
                           f"numpy array (np.asarray(...))")
 
 
@@ -208,7 +241,7 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
                           f"(f32[32, 64], i32[32]), got {type(batch_specs).__name__} {batch_specs!r}")
     has_state, has_key = state is not None, key is not None
     if has_state:
-        _check_params(state)
+        _check_params(state, "state")
     if has_key:
         key = np.array(random._check_key(key), copy=True)
     extra = ([_spec_tree(state)] if has_state else []) + ([TensorSpec.of(key)] if has_key else [])
@@ -219,18 +252,18 @@ def compile_step(loss_fn, params, optimizer, batch_specs=(), backend: str = "cpu
         wrapped = _with_state(loss_fn, has_state, has_key, True) if (has_state or has_key) else loss_fn
         loss = trace(wrapped, _spec_tree(params), *extra, *batch_specs,
                      name=getattr(loss_fn, "__name__", None))
-        if has_state or has_key:
-            def make_eval():
-                if not _takes_train(loss_fn):
-                    raise IrgradError(
-                        f"step(..., train=False): {getattr(loss_fn, '__name__', 'the loss')} takes no "
-                        f"`train` argument, so evaluation mode would run the training-mode model "
-                        f"(batch statistics, dropout); add `train=True` to its parameters and pass it "
-                        f"to the model")
-                ev = _with_state(loss_fn, has_state, has_key, False)
-                f = trace(ev, _spec_tree(params), *extra, *batch_specs,
-                          name=f"eval_{getattr(loss_fn, '__name__', 'loss')}")
-                return compile_function(f, backend, pipeline, **options)
+        # evaluation mode: the loss traced with train=False, compiled on first use
+        def make_eval():
+            if not _takes_train(loss_fn):
+                raise IrgradError(
+                    f"step(..., train=False): {getattr(loss_fn, '__name__', 'the loss')} takes no "
+                    f"`train` argument, so evaluation mode would run the training-mode model "
+                    f"(batch statistics, dropout); add `train=True` to its parameters and pass it "
+                    f"to the model")
+            ev = _with_state(loss_fn, has_state, has_key, False)
+            f = trace(ev, _spec_tree(params), *extra, *batch_specs,
+                      name=f"eval_{getattr(loss_fn, '__name__', 'loss')}")
+            return compile_function(f, backend, pipeline, **options)
     else:
         raise IrgradError(f"compile_step: loss_fn must be a Python function or a traced Function, "
                           f"got {type(loss_fn).__name__}")

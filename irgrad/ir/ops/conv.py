@@ -65,6 +65,8 @@ def conv_geometry(x, w, attrs):
     if min(s + d) < 1:
         raise ShapeError(f"'conv' needs stride and dilation >= 1, got stride={list(s)} dilation={list(d)}")
     k = w.shape[2:]
+    if min(k) < 1:
+        raise ShapeError(f"'conv' needs kernel sizes >= 1, got weight {w}")
     j = tuple(out_size(*a) for a in zip(x.shape[2:], k, s, d, lo, hi))
     if min(j) < 1:
         eff = [(a - 1) * dd + 1 for a, dd in zip(k, d)]
@@ -161,6 +163,8 @@ def _wgrad_weight_type(x, g, attrs):
     groups = attrs["groups"]
     if groups < 1 or x.shape[1] % groups:
         raise ShapeError(f"'conv_weight_grad' groups={groups} must divide the channels of {x}")
+    if min(k, default=1) < 1:
+        raise ShapeError(f"'conv_weight_grad' needs kernel sizes >= 1, got kernel={list(k)}")
     return x.with_shape((g.shape[1], x.shape[1] // groups) + k)
 
 

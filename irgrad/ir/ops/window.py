@@ -116,8 +116,25 @@ def _window_geometry(x, attrs):
     return k, s, d, lo, hi, j
 
 
+def _check_fill(x, fill) -> None:
+    """The fill must be a value of x's dtype: any float for floats (inf and nan too, but
+    not a finite number beyond the dtype's range), an integer in range for integers, 0 or
+    1 for bools."""
+    fill = float(fill)
+    if x.dtype.is_float:
+        with np.errstate(over="ignore"):
+            rounded = x.dtype.np.type(fill)
+        if np.isfinite(fill) and not np.isfinite(rounded):  # rounds to inf in the dtype
+            raise ShapeError(f"'window' fill={fill!r} does not fit {x.dtype} (largest {np.finfo(x.dtype.np).max:g})")
+        return
+    lo, hi = (0, 1) if x.dtype is DType.bool else (np.iinfo(x.dtype.np).min, np.iinfo(x.dtype.np).max)
+    if not np.isfinite(fill) or fill != int(fill) or not lo <= fill <= hi:
+        raise ShapeError(f"'window' fill={fill!r} is not a value of {x.dtype} (the window of {x})")
+
+
 def _window_infer(types, attrs, declared):
     x = types[0]
+    _check_fill(x, attrs["fill"])
     k, s, d, lo, hi, j = _window_geometry(x, attrs)
     return [x.with_shape(x.shape[:x.rank - len(k)] + k + j)]
 
