@@ -40,10 +40,9 @@ from scipy import stats
 
 import irgrad as ig
 from irgrad.backends.cuda import runtime
-from irgrad.backends.cuda.emulate import compiler as emu_compiler, run_emulated
+from irgrad.backends.cuda.emulate import run_emulated
 from irgrad.backends.cuda.renderer import render_cuda_program
 from irgrad.codegen.lowering import lower_function, plan_for_codegen
-from irgrad.errors import BackendUnavailable
 from irgrad.frontend.function import trace
 from irgrad.ir.ops.random import threefry2x32
 from irgrad.passes.expand import ALGORITHMS as EXPAND_ALGORITHMS
@@ -52,17 +51,7 @@ from irgrad.transforms.training import _spec_tree, training_step
 
 from cli_runner import run_cli
 
-# the same markers as tests/test_cuda.py (copied: importing a test module would re-collect it)
-try:
-    emu_compiler()
-    HAVE_CXX = True
-except BackendUnavailable:
-    HAVE_CXX = False
-needs_cxx = pytest.mark.skipif(not HAVE_CXX, reason="the CUDA emulator needs g++")
-HAVE_NVRTC = runtime.nvrtc_module() is not None
-needs_nvrtc = pytest.mark.skipif(not HAVE_NVRTC, reason="NVRTC not installed (pip install 'irgrad[nvrtc]')")
-ARCHS = ("sm_80", "sm_90")
-SMEM_LIMIT = 48 * 1024
+from cuda_markers import ARCHS, HAVE_CXX, HAVE_NVRTC, SMEM_LIMIT, needs_cxx, needs_nvrtc  # noqa: E402,F401
 
 THIS_FILE = os.path.basename(__file__)
 

@@ -22,28 +22,16 @@ import irgrad as ig
 import workloads
 from irgrad.codegen.lowering import plan_for_codegen
 from irgrad.backends.cuda import runtime
-from irgrad.backends.cuda.emulate import compiler as emu_compiler
 from irgrad.backends.cuda.emulate import run_emulated
 from irgrad.backends.cuda.renderer import render_cuda_program
 from irgrad.codegen.lowering import lower_function
 from irgrad.errors import ArgumentError, BackendUnavailable
-from irgrad.frontend.function import trace
 from irgrad.pytree import flatten
 from irgrad.ir.interpreter import run_function
-from irgrad.transforms.training import _spec_tree, training_step
 
 from strategies import programs, random_inputs
 
-try:
-    emu_compiler()
-    HAVE_CXX = True
-except BackendUnavailable:
-    HAVE_CXX = False
-needs_cxx = pytest.mark.skipif(not HAVE_CXX, reason="the CUDA emulator needs g++")
-HAVE_NVRTC = runtime.nvrtc_module() is not None
-needs_nvrtc = pytest.mark.skipif(not HAVE_NVRTC, reason="NVRTC not installed (pip install 'irgrad[nvrtc]')")
-ARCHS = ("sm_80", "sm_90")
-SMEM_LIMIT = 48 * 1024  # static shared memory per block
+from cuda_markers import ARCHS, HAVE_CXX, HAVE_NVRTC, SMEM_LIMIT, needs_cxx, needs_nvrtc  # noqa: E402,F401
 
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # (conftest.py: a fresh compile cache)

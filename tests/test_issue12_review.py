@@ -20,20 +20,13 @@ import numpy as np
 import pytest
 
 import irgrad as ig
-from irgrad.backends.cuda.emulate import compiler as emu_compiler
-from irgrad.errors import BackendUnavailable
 from irgrad.frontend.function import trace
 from irgrad.ir.registry import all_ops
 from irgrad.transforms.training import _spec_tree, training_step
 
 from cli_runner import REPO, run_cli
 
-try:
-    emu_compiler()
-    HAVE_CXX = True
-except BackendUnavailable:
-    HAVE_CXX = False
-needs_cxx = pytest.mark.skipif(not HAVE_CXX, reason="the CUDA emulator needs g++")
+from cuda_markers import ARCHS, HAVE_CXX, HAVE_NVRTC, SMEM_LIMIT, needs_cxx, needs_nvrtc  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

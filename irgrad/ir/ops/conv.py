@@ -168,13 +168,18 @@ def _wgrad_weight_type(x, g, attrs):
     return x.with_shape((g.shape[1], x.shape[1] // groups) + k)
 
 
+def check_conv_cotangent(name, x, w, g, attrs) -> None:
+    """g must have the shape of conv(x, w)'s result (for the two cotangent primitives)."""
+    n, G, s, d, lo, hi, j = conv_geometry(x, w, attrs)
+    if g.shape != (x.shape[0], w.shape[0]) + j:
+        raise ShapeError(f"'{name}' g {g} is not the shape of conv's result "
+                         f"{list((x.shape[0], w.shape[0]) + j)} for an input {x} and weight {w}")
+
+
 def _wgrad_infer(types, attrs, declared):
     x, g = types
     w = _wgrad_weight_type(x, g, attrs)
-    n, G, s, d, lo, hi, j = conv_geometry(x, w, _wgrad_attrs(attrs))
-    if g.shape != (x.shape[0], w.shape[0]) + j:
-        raise ShapeError(f"'conv_weight_grad' g {g} is not the shape of conv's result "
-                         f"{list((x.shape[0], w.shape[0]) + j)} for x {x} and kernel {list(attrs['kernel'])}")
+    check_conv_cotangent("conv_weight_grad", x, w, g, _wgrad_attrs(attrs))
     return [w]
 
 
@@ -218,10 +223,7 @@ def _cig_x_type(g, w, attrs):
 def _cig_infer(types, attrs, declared):
     g, w = types
     x = _cig_x_type(g, w, attrs)
-    n, G, s, d, lo, hi, j = conv_geometry(x, w, _cig_attrs(attrs))
-    if g.shape != (x.shape[0], w.shape[0]) + j:
-        raise ShapeError(f"'conv_input_grad' g {g} is not the shape of conv's result "
-                         f"{list((x.shape[0], w.shape[0]) + j)} for an input {x} and weight {w}")
+    check_conv_cotangent("conv_input_grad", x, w, g, _cig_attrs(attrs))
     return [x]
 
 
