@@ -42,35 +42,35 @@ def _group_swap(b, w, groups):
 
 # --- conv ----------------------------------------------------------------------------------------
 
-def conv_geometry(x, w, attrs):
+def conv_geometry(x, w, attrs, name: str = "conv"):
     """(spatial rank, groups, stride, dilation, lo, hi, output sizes), or a ShapeError."""
     if x.dtype != w.dtype or not x.dtype.is_float:
-        raise ShapeError(f"'conv' needs two floating-point operands of one dtype, got {x} and {w}")
+        raise ShapeError(f"'{name}' needs two floating-point operands of one dtype, got {x} and {w}")
     n = x.rank - 2
     if not 1 <= n <= 3 or w.rank != x.rank:
-        raise ShapeError(f"'conv' needs x [N, C, *S] and w [O, C/groups, *K] with 1 to 3 spatial "
+        raise ShapeError(f"'{name}' needs x [N, C, *S] and w [O, C/groups, *K] with 1 to 3 spatial "
                          f"axes, got {x} and {w}")
     g = attrs["groups"]
     c, o, cg = x.shape[1], w.shape[0], w.shape[1]
     if g < 1 or c % g or o % g:
-        raise ShapeError(f"'conv' groups={g} must divide the input channels ({c}) and the output "
+        raise ShapeError(f"'{name}' groups={g} must divide the input channels ({c}) and the output "
                          f"channels ({o})")
     if cg * g != c:
-        raise ShapeError(f"'conv' weight {w} has {cg} input channels per group; x {x} with "
+        raise ShapeError(f"'{name}' weight {w} has {cg} input channels per group; x {x} with "
                          f"groups={g} needs {c // g}")
-    s = _spatial("conv", attrs, "stride", n)
-    d = _spatial("conv", attrs, "dilation", n)
-    lo = _spatial("conv", attrs, "pad_low", n)
-    hi = _spatial("conv", attrs, "pad_high", n)
+    s = _spatial(name, attrs, "stride", n)
+    d = _spatial(name, attrs, "dilation", n)
+    lo = _spatial(name, attrs, "pad_low", n)
+    hi = _spatial(name, attrs, "pad_high", n)
     if min(s + d) < 1:
-        raise ShapeError(f"'conv' needs stride and dilation >= 1, got stride={list(s)} dilation={list(d)}")
+        raise ShapeError(f"'{name}' needs stride and dilation >= 1, got stride={list(s)} dilation={list(d)}")
     k = w.shape[2:]
     if min(k) < 1:
-        raise ShapeError(f"'conv' needs kernel sizes >= 1, got weight {w}")
+        raise ShapeError(f"'{name}' needs kernel sizes >= 1, got weight {w}")
     j = tuple(out_size(*a) for a in zip(x.shape[2:], k, s, d, lo, hi))
     if min(j) < 1:
         eff = [(a - 1) * dd + 1 for a, dd in zip(k, d)]
-        raise ShapeError(f"'conv' kernel {list(k)} (dilated: {eff}) is larger than the padded input "
+        raise ShapeError(f"'{name}' kernel {list(k)} (dilated: {eff}) is larger than the padded input "
                          f"{[a + l + h for a, l, h in zip(x.shape[2:], lo, hi)]} (x {x}, padding "
                          f"low={list(lo)} high={list(hi)}, stride={list(s)})")
     return n, g, s, d, lo, hi, j
@@ -170,7 +170,7 @@ def _wgrad_weight_type(x, g, attrs):
 
 def check_conv_cotangent(name, x, w, g, attrs) -> None:
     """g must have the shape of conv(x, w)'s result (for the two cotangent primitives)."""
-    n, G, s, d, lo, hi, j = conv_geometry(x, w, attrs)
+    n, G, s, d, lo, hi, j = conv_geometry(x, w, attrs, name)
     if g.shape != (x.shape[0], w.shape[0]) + j:
         raise ShapeError(f"'{name}' g {g} is not the shape of conv's result "
                          f"{list((x.shape[0], w.shape[0]) + j)} for an input {x} and weight {w}")
