@@ -26,6 +26,7 @@ from .api import compile
 from .transforms.autodiff import grad, hvp, jvp, value_and_grad, vjp
 from .transforms.gradcheck import check_grads
 from .frontend import nn, optim, random
+from . import onnx
 from .transforms.training import compile_step, training_step
 from .passes.manager import run_pipeline
 
@@ -37,7 +38,7 @@ __all__ = [
     "argmax", "argmin", "ceil", "clip", "cumsum", "einsum", "elu", "erf", "expm1", "floor",
     "leaky_relu", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "min",
     "round", "silu", "softplus", "avg_pool2d", "conv1d", "conv2d", "conv_transpose2d", "max_pool2d",
-    "random",
+    "random", "onnx",
     "abs", "arange", "astype", "concatenate", "cos", "cross_entropy", "exp", "full", "gelu",
     "layer_norm", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
     "minimum", "mse_loss", "one_hot", "ones", "pad", "primitive", "relu", "reshape", "sigmoid", "sign", "sin",

@@ -119,3 +119,13 @@ class BackendUnavailable(IrgradError):
 
 class PipelineError(IrgradError):
     """A pipeline string names an unknown pass or a bad option."""
+
+
+class OnnxError(IrgradError):
+    """An ONNX model that cannot be read or imported: a malformed file, a graph that breaks
+    ONNX's rules, or shapes irgrad cannot fix; the message names the node."""
+
+
+class UnsupportedOnnxError(OnnxError):
+    """An ONNX op, attribute value or dtype that irgrad does not import; the message names
+    the op type, the node and the opset."""

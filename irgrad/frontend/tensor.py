@@ -31,6 +31,9 @@ class TraceContext:
     def __init__(self, func: Function):
         self.func = func
         self.builder = Builder(func.body)
+        # Where emitted ops say they come from when not from the user's Python frame: the
+        # ONNX importer sets it to the node being imported (loc("model.onnx":node number)).
+        self.loc: SourceLoc | None = None
 
     def __enter__(self):
         stack = getattr(_state, "stack", None)
@@ -90,7 +93,7 @@ def _function_of(v: Value):
 
 def emit(opname: str, *operands: Value, result_type: TensorType | None = None, **attrs) -> "Tensor":
     ctx = require_context(f"'{opname}'")
-    loc = user_location()
+    loc = ctx.loc or user_location()
     for v in operands:
         fv = _function_of(v)
         if fv is not ctx.func:
