@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.irgrad-installed
 
-.PHONY: test demo bench install clean gpu-check
+.PHONY: test demo bench install clean gpu-check onnx-conformance
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ clean:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/onnx_bench.py
+
+# Every "node" case of onnx's backend test suite through irgrad.onnx.backend; writes the
+# score and the per-op table to docs/onnx.md (about ten minutes on two cores).
+onnx-conformance: $(STAMP)
+	$(PY) -m irgrad.onnx.conformance --md docs/onnx.md --json bench-results/onnx-conformance.json
 
 # On a GPU machine (no network; python3 with torch): pycuda and missing test deps from the
 # carried .gpu-wheels, cubins from .gpu-cache (both made here by

@@ -195,7 +195,7 @@ def write_markdown(path: str, summary: dict, results: dict, descs: dict, seconds
         "attribute or dtype it does not import) and *failed* when its numbers differ or any "
         "other error occurs. \"(expanded)\" rows are the cases where onnx spells an op as its "
         "function body. Tensors of types the IR does not hold (float16, bfloat16, 8- to "
-        "32-bit integers) are widened at the boundary (docs/onnx-import.md).",
+        "32-bit integers) are widened at the boundary (docs/onnx-guide.md).",
         "",
         "## Per op type",
         "",
@@ -240,6 +240,7 @@ def main(argv=None):
             if results[n][0] != "passed":
                 print(f"  {n}: {results[n][0]}: {results[n][1]}")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({n: {"status": st, "why": why, **descs[n]} for n, (st, why) in results.items()},
                       f, indent=0, sort_keys=True)

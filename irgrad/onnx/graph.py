@@ -56,7 +56,17 @@ class Val:
     def tensor(self) -> Tensor:
         if self.t is not None:
             return self.t
-        return const_tensor(self.c, self.dtype, self.c.shape)
+        c = self.c
+        if c.size > 1 and _is_splat(c):  # ConstantOfShape's weights: one number, any size
+            return const_tensor(c.flat[0], self.dtype, c.shape)
+        return const_tensor(c, self.dtype, c.shape)
+
+
+def _is_splat(c: np.ndarray) -> bool:
+    if all(s == 0 for s in c.strides):
+        return True
+    first = c.flat[0]
+    return bool((c == first).all())
 
 
 def _dtype_of_array(a: np.ndarray):
@@ -303,14 +313,27 @@ def evaluate_constant(handler, node: Node) -> list[Val]:
     ir = IrFunction("fold", [], [])
     with TraceContext(ir):
         res = normalize_results(handler(node), node)
-        pending = [v for v in res if v is not None and v.c is None]
-        if pending:
-            ir.set_outputs([v.t.value for v in pending])
+    # a splat constant stays a zero-stride view (ConstantOfShape of a 100M-element weight
+    # costs no memory); everything else is evaluated by the interpreter
+    for i, v in enumerate(res):
+        if v is not None and v.c is None and _splat_const(v.t) is not None:
+            res[i] = Val(c=np.broadcast_to(_splat_const(v.t), v.t.shape), elem=v.elem)
+    pending = [v for v in res if v is not None and v.c is None]
     if pending:
+        ir.set_outputs([v.t.value for v in pending])
         arrays = iter(run_function(ir, []))
         res = [Val(c=next(arrays), elem=v.elem) if v is not None and v.c is None else v
                for v in res]
     return res
+
+
+def _splat_const(t: Tensor):
+    op = t.value.owner
+    if getattr(op, "opname", None) == "const":
+        v = np.asarray(op.attrs["value"])
+        if v.ndim == 0:
+            return v
+    return None
 
 
 def normalize_results(res, node: Node) -> list[Val | None]:
