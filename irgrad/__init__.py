@@ -5,7 +5,8 @@ memory-plan it; codegen turns it into native code. See DESIGN.md for the public 
 """
 
 from .errors import (ArgumentError, BackendUnavailable, GradientCheckError, IrgradError,
-                     ParseError, PipelineError, ShapeError, SourceLoc, TraceError, VerifyError)
+                     OnnxError, ParseError, PipelineError, ShapeError, SourceLoc, TraceError,
+                     UnsupportedOnnxError, VerifyError)
 from .frontend.function import Function, function, trace
 from .frontend.library import (abs, arange, argmax, argmin, astype, ceil, clip, concatenate, cos,
                                cross_entropy, cumsum, elu, erf, exp, expm1, floor, full, gelu,
@@ -33,7 +34,8 @@ from .passes.manager import run_pipeline
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArgumentError", "BackendUnavailable", "GradientCheckError", "IrgradError", "ParseError",
+    "ArgumentError", "BackendUnavailable", "GradientCheckError", "IrgradError", "OnnxError",
+    "UnsupportedOnnxError", "ParseError",
     "PipelineError", "ShapeError", "SourceLoc", "TraceError", "VerifyError", "Function", "function", "trace",
     "argmax", "argmin", "ceil", "clip", "cumsum", "einsum", "elu", "erf", "expm1", "floor",
     "leaky_relu", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "min",

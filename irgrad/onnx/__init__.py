@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ArgumentError, OnnxError, UnsupportedOnnxError
 from . import dtypes
 from .graph import NeedsConstant
+from .export import export  # (imports onnx only when called)
 
 
 class OnnxModel:
@@ -94,12 +95,6 @@ def load(model, input_shapes=None, constants=None, check: bool = True) -> OnnxMo
     proto, name = read_model(model)
     fn, params, elems, inputs, out_elems, opset = import_model(proto, name, input_shapes, constants, check)
     return OnnxModel(fn, params, elems, inputs, out_elems, opset, [o.name for o in proto.graph.output])
-
-
-def export(fn, path=None, opset: int | None = None, params=None):
-    """Write an irgrad Function as an ONNX model (see onnx/export.py)."""
-    from .export import export as _export
-    return _export(fn, path, opset=opset, params=params)
 
 
 __all__ = ["OnnxModel", "load", "export", "OnnxError", "UnsupportedOnnxError", "NeedsConstant"]

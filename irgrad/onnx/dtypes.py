@@ -63,8 +63,10 @@ def widen(arr, elem_type: int) -> np.ndarray:
     dt = compute_dtype(elem_type).np
     a = np.asarray(arr)
     if elem_type == UINT64 and a.dtype == np.uint64:
-        return a.view(np.int64).copy() if a.flags.c_contiguous else np.ascontiguousarray(a).view(np.int64)
-    return np.ascontiguousarray(a.astype(dt, copy=False))
+        a = a.view(np.int64)
+    a = a.astype(dt, copy=False)
+    # (np.ascontiguousarray would make a 0-d array 1-d)
+    return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
 def narrow(arr: np.ndarray, elem_type: int) -> np.ndarray:

@@ -35,10 +35,13 @@ class Val:
     """One ONNX value: a traced tensor `t` or a constant `c` (numpy, in the IR dtype), its
     ONNX element type `elem`, and for graph inputs and parameters the name they came from."""
 
-    __slots__ = ("t", "c", "elem", "origin")
+    __slots__ = ("t", "c", "elem", "origin", "deps")
 
     def __init__(self, t=None, c=None, elem: int | None = None, origin: str | None = None):
         self.t, self.c, self.origin = t, c, origin
+        # the graph inputs and parameters a computed value depends on: where a node needs
+        # its value at import, those are what must become constants
+        self.deps: tuple[str, ...] = (origin,) if origin is not None else ()
         dt = (t.dtype if t is not None else None)
         if c is not None:
             self.c = np.asarray(c)
@@ -188,11 +191,13 @@ class Node:
         if v.c is not None:
             return v.c
         what = f"input {i} ('{self.proto.input[i]}')"
-        if v.origin is not None:
+        if v.deps:
+            src = v.deps[0]
+            how = "is" if v.origin is not None else "is computed from"
             raise NeedsConstant(
-                f"{self.desc}: {what} must be known at import, but it is the graph input or "
-                f"parameter '{v.origin}' (pass its value: ig.onnx.load(..., constants="
-                f"{{'{v.origin}': array}}))", v.origin)
+                f"{self.desc}: {what} must be known at import, but it {how} the graph input or "
+                f"parameter '{src}' (pass its value: ig.onnx.load(..., constants="
+                f"{{'{src}': array}}))", src)
         raise self.fail(f"{what} must be known at import (irgrad's shapes are static), but it "
                         f"is computed from graph inputs")
 
@@ -340,6 +345,10 @@ def normalize_results(res, node: Node) -> list[Val | None]:
     if not isinstance(res, (list, tuple)):
         res = [res]
     out = [None if r is None else _as_val(r, None, node.vals) for r in res]
+    deps = tuple(dict.fromkeys(d for v in node.vals if v is not None for d in v.deps))
+    for v in out:
+        if v is not None and v.c is None and not v.deps:
+            v.deps = deps
     if len(out) < node.n_outputs:
         named = [n for n in node.proto.output[len(out):] if n]
         if named:

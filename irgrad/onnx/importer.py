@@ -36,7 +36,7 @@ def read_model(model):
     """A ModelProto from a path, bytes or a ModelProto; a clear error for anything else."""
     onnx = require_onnx()
     if isinstance(model, onnx.ModelProto):
-        return model, "<model>"
+        return model, (model.graph.name or "<model>") if model.HasField("graph") else "<model>"
     if isinstance(model, (bytes, bytearray)):
         data, name = bytes(model), "<bytes>"
     elif isinstance(model, (str, os.PathLike)):

@@ -16,7 +16,8 @@ Rules (x, y values; c a splat constant):
   select(true, a, b) -> a;  select(false, a, b) -> b;  select(c, a, a) -> a
   -select(c, a, 0) -> select(c, -a, -0);  -select(c, 0, b) -> select(c, -0, -b)  (one use)
   cast to the same dtype -> x;  cast(cast(x: f32) to f64) to f32 -> x
-  transpose(transpose(x)) -> one transpose (or x);  identity transpose -> x
+  transpose(transpose(x)) -> one transpose (or x);  identity transpose -> x;
+  a transpose moving only size-1 axes -> reshape
   reshape(reshape(x)) -> one reshape;  reshape to the same shape -> x
   broadcast(broadcast(x)) -> one broadcast;  identity broadcast -> x
   broadcast(c) -> a larger splat constant

@@ -190,7 +190,8 @@ def _inverse_perm(perm):
 
 
 def _transpose_rules(rw, op):
-    # identity transpose -> x;  transpose(transpose(x)) -> one transpose (or x)
+    # identity transpose -> x;  transpose(transpose(x)) -> one transpose (or x);
+    # moving size-1 axes only -> reshape
     x, perm = op.operands[0], op.attrs["perm"]
     inner = defining(x, "transpose")
     if inner is not None:
@@ -198,7 +199,14 @@ def _transpose_rules(rw, op):
         perm = tuple(inner.attrs["perm"][p] for p in perm)
         x = inner.operands[0]
         return x if perm == tuple(range(len(perm))) else rw.b.transpose(x, perm)
-    return x if perm == tuple(range(len(perm))) else None
+    if perm == tuple(range(len(perm))):
+        return x
+    # a transpose that only moves size-1 axes keeps the row-major order of the elements:
+    # a reshape (a view), not a copy (conv's expansion makes these at batch 1)
+    moved = [p for p in perm if x.type.shape[p] != 1]
+    if moved == sorted(moved):
+        return rw.b.reshape(x, op.result.type.shape)
+    return None
 
 
 register(OpDef(

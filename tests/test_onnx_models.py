@@ -1,0 +1,66 @@
+"""The nine light models shipped inside the onnx package (opset 9): import, compile on the
+CPU backend, and match onnx's ReferenceEvaluator on random inputs to 1e-4.
+
+Each model runs twice: as shipped (every weight a ConstantOfShape of 0.02, which
+irgrad keeps as a splat constant), and with random He-scaled weights as initializers
+(parameters of the imported function), where the logits (the softmax's input, made an
+extra output) are compared too, since the shipped weights make every logit equal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+import irgrad as ig  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import onnx_models as M  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _data_input(model) -> str:
+    init = {t.name for t in model.graph.initializer}
+    return next(vi.name for vi in model.graph.input if vi.name not in init)
+
+
+def _with_logits(model):
+    """The model with the softmax's input as a second output."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    sm = [n for n in m.graph.node if n.op_type == "Softmax"]
+    if sm:
+        inferred = onnx.shape_inference.infer_shapes(m)
+        vi = next(v for v in inferred.graph.value_info if v.name == sm[-1].input[0])
+        m.graph.output.append(vi)
+    return m
+
+
+def _check(model, x, rtol=1e-4, atol=1e-5):
+    ref = ReferenceEvaluator(model).run(None, {_data_input(model): x})
+    m = ig.onnx.load(model)
+    out = m.compile("cpu", "O2")(x)
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape and o.dtype == r.dtype
+        scale = max(float(np.max(np.abs(r))), 1e-30)
+        np.testing.assert_allclose(o, r, rtol=rtol, atol=atol * scale)
+    return m
+
+
+@pytest.mark.parametrize("name", M.available())
+def test_light_model_matches_reference(name):
+    model = onnx.load(M.light_path(name))
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    _check(model, x)
+    rand = _with_logits(M.with_random_weights(model, seed=1))
+    m = _check(rand, x)
+    assert len(m.params) > 10  # the random weights are parameters, not constants
+
