@@ -38,6 +38,9 @@ class IrgradRep(BackendRep):
     def _key(self, arrays):
         parts = []
         for nm, a in zip(self.input_names, arrays):
+            if a is None:  # an empty optional input
+                parts.append(None)
+                continue
             parts.append((a.shape, a.dtype.str, a.tobytes() if nm in self._const_names else None))
         return tuple(parts)
 
@@ -48,7 +51,8 @@ class IrgradRep(BackendRep):
             hit = self._cache.get(key)
             if hit is not None:
                 return hit
-            consts = {nm: a for nm, a in zip(self.input_names, arrays) if nm in self._const_names}
+            consts = {nm: a for nm, a in zip(self.input_names, arrays)
+                      if nm in self._const_names or a is None}
             shapes = {nm: a.shape for nm, a in zip(self.input_names, arrays) if nm not in consts}
             try:
                 m = load(self.proto, input_shapes=shapes, constants=consts, check=False)
@@ -67,7 +71,7 @@ class IrgradRep(BackendRep):
             inputs = [inputs[n] for n in self.input_names]
         elif not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
-        arrays = [np.asarray(x) for x in inputs]
+        arrays = [None if x is None else np.asarray(x) for x in inputs]
         if len(arrays) != len(self.input_names):
             raise IrgradError(f"{self.name} takes {len(self.input_names)} inputs "
                               f"({', '.join(self.input_names)}), got {len(arrays)}")

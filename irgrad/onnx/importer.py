@@ -179,11 +179,14 @@ def _input_specs(graph, init_names, input_shapes, constants, name):
                         f"model has no input called (inputs: {', '.join(v.name for v in inputs)})")
     out, unfixed = [], []
     for vi in inputs:
-        if not vi.type.HasField("tensor_type"):
+        typ = vi.type
+        if typ.HasField("optional_type") and typ.optional_type.elem_type.HasField("tensor_type"):
+            typ = typ.optional_type.elem_type  # an optional tensor that is given: a tensor
+        if not typ.HasField("tensor_type"):
             kind = vi.type.WhichOneof("value") or "no type"
             raise UnsupportedOnnxError(f"{name}: input '{vi.name}' is a {kind}; irgrad imports "
                                        f"tensor inputs only")
-        tt = vi.type.tensor_type
+        tt = typ.tensor_type
         elem = tt.elem_type
         dtypes.compute_dtype(elem, f"{name}: input '{vi.name}': ")
         if vi.name in constants:
@@ -219,11 +222,13 @@ def import_model(proto, name, input_shapes=None, constants=None, check: bool = T
     import onnx.defs
     newest = onnx.defs.onnx_opset_version()
     op = opsets.get("", None)
+    if op is None and not any((n.domain or "") in ("", "ai.onnx") for n in proto.graph.node):
+        op = opsets[""] = newest  # only other domains (ai.onnx.preview.training): any opset
     if op is None or not MIN_OPSET <= op <= newest:
         raise UnsupportedOnnxError(f"{name}: opset {op} of the default domain is not supported "
                                    f"(irgrad imports opsets {MIN_OPSET} to {newest})")
     graph = proto.graph
-    constants = {k: np.asarray(v) for k, v in (constants or {}).items()}
+    constants = {k: None if v is None else np.asarray(v) for k, v in (constants or {}).items()}
     init_names = {t.name for t in graph.initializer}
     inputs = _input_specs(graph, init_names, input_shapes, constants, name)
     frozen: set[str] = set()
@@ -257,9 +262,9 @@ def _trace_once(proto, name, opsets, inputs, constants, frozen):
             scope.env[k] = Val(t=p[k], elem=elem, origin=k)
         it = iter(args)
         for nm, spec, elem in inputs:
-            if spec is None:
-                c = dtypes.widen(constants[nm], elem)
-                scope.env[nm] = Val(c=c, elem=elem)
+            if spec is None:  # given as a constant; an empty optional input is absent
+                c = constants[nm]
+                scope.env[nm] = None if c is None else Val(c=dtypes.widen(c, elem), elem=elem)
             else:
                 scope.env[nm] = Val(t=next(it), elem=elem, origin=nm)
         scope.run_nodes(graph.node)
