@@ -92,6 +92,7 @@ PRIMITIVE_CASES = {
     "log1p": [_unary_case("log1p", POS(2, 3) - 0.9)],
     "expm1": [_unary_case("expm1", NRM(2, 3))],
     "erf": [_unary_case("erf", NRM(2, 3))],
+    "atan": [_unary_case("atan", 3 * NRM(2, 3))],
     "abs": [_unary_case("abs", AWAY.copy()),
             # abs composed with a smooth op, so the second derivative is not trivially zero
             (prim("abs", [tt(F64, 2, 3)], lambda b, a: b.mul(b.abs(a), b.sin(a))), [AWAY.copy()])],
@@ -100,6 +101,8 @@ PRIMITIVE_CASES = {
     "mul": [_binary_case("mul", NRM(2, 3), NRM(2, 3)),
             # the same value on both sides: contributions of two uses must add up
             (prim("mul", [tt(F64, 4)], lambda b, a: b.mul(a, a)), [NRM(4)])],
+    # rem(a, b) = a - trunc(a/b) b: away from the jumps where a/b is an integer
+    "rem": [_binary_case("rem", 3 * AWAY + 0.15, np.full((2, 3), 0.7))],
     "div": [_binary_case("div", NRM(2, 3), POS(2, 3)),
             _binary_case("div", NRM(2, 3), -POS(2, 3))],
     "pow": [_binary_case("pow", POS(2, 3), NRM(2, 3)),
@@ -260,6 +263,8 @@ ZERO_CASES = {
               (lambda fn: lambda x, y: fn((100 * x).astype(np.int32), (3 * y).astype(np.int32)).astype(np.float64))(fn))
        for name, fn in (("bitwise_and", np.bitwise_and), ("bitwise_or", np.bitwise_or),
                         ("bitwise_xor", np.bitwise_xor),
+                        ("idiv", lambda a, c: np.where(c == 0, 0,
+                                                       np.trunc(a / np.where(c == 0, 1, c)))),
                         ("shift_left", lambda a, c: np.left_shift(a, c & 31)),
                         ("shift_right_logical",
                          lambda a, c: (a.view(np.uint32) >> (c & 31).astype(np.uint32)).view(np.int32)))},

@@ -30,6 +30,7 @@ DIGITS = os.path.join(EXAMPLES, "digits_mlp.py")
 CHAR = os.path.join(EXAMPLES, "char_transformer.py")
 HIGHER = os.path.join(EXAMPLES, "higher_order.py")
 CNN = os.path.join(EXAMPLES, "digits_cnn.py")
+FINETUNE = os.path.join(EXAMPLES, "onnx_finetune.py")
 
 
 @pytest.fixture(autouse=True)
@@ -238,6 +239,53 @@ def test_irgrad_train_digits_cnn_one_epoch():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert re.search(r"epoch +1/1 +loss \d\.\d+ +test accuracy", r.stdout)
+
+
+def test_onnx_finetune_reaches_97_percent_and_saves_a_model_onnxruntime_runs(tmp_path):
+    """An imported ONNX CNN fine-tuned with ig.compile_step: at least 97% at one of the last
+    five epochs, 95% at the end, in seconds; --save writes the same graph with the new
+    weights, which onnxruntime scores the same, and --model fine-tunes it further."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ex = example(FINETUNE)
+    out = tmp_path / "tuned.onnx"
+    result = quiet(ex.train, quiet=True, save=str(out))
+    assert result["backend"] == "cpu"
+    assert max(result["accuracy"][-5:]) >= 0.97, result["accuracy"]
+    assert result["accuracy"][-1] >= 0.95, result["accuracy"]
+    assert result["losses"][-1] < result["losses"][0] / 10
+    assert result["seconds"] < 20
+    _, _, x_test, y_test = ex.load_data(0)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"image": x_test.reshape(-1, 1, 8, 8)})[0]
+    ort_accuracy = float(np.mean(np.argmax(logits, axis=1) == y_test))
+    assert abs(ort_accuracy - result["accuracy"][-1]) <= 1.5 / len(y_test)  # a near-tie may flip
+    again = quiet(ex.train, epochs=1, quiet=True, model=str(out), lr=0.01)
+    assert again["accuracy"][0] >= 0.95  # it starts from the saved weights, not from scratch
+
+
+def test_irgrad_train_onnx_finetune_one_epoch():
+    pytest.importorskip("onnx")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    r = subprocess.run([sys.executable, "-m", "irgrad", "train", "examples/onnx_finetune.py",
+                        "--epochs", "1", "--quiet"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ONNX model from onnx.helper" in r.stdout
+    assert re.search(r"epoch +1/1 +loss \d\.\d+ +test accuracy", r.stdout)
+    r = subprocess.run([sys.executable, "-m", "irgrad", "train", "examples/onnx_finetune.py",
+                        "--model", "README.md"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "not an ONNX model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_onnx_finetune_from_pytorch():
+    pytest.importorskip("onnx")
+    pytest.importorskip("torch")
+    result = quiet(example(FINETUNE).train, epochs=3, quiet=True, torch=True)
+    assert result["accuracy"][-1] >= 0.85, result["accuracy"]
+    assert sorted(result["params"]) == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias",
+                                        "6.weight"]  # torch.nn.Sequential's names
 
 
 def test_train_options_reach_the_example(tmp_path):

@@ -852,6 +852,33 @@ def test_bit_operations(dtype):
     assert "integer" in infer_error("bitwise_xor", [tt(F32, (2,)), tt(F32, (2,))])
 
 
+@covers("idiv", "rem")
+@pytest.mark.parametrize("dtype", [I32, I64])
+def test_integer_division_is_c_division(dtype):
+    # truncated toward zero, the remainder with the dividend's sign; a divisor of 0 gives
+    # 0 and MIN / -1 wraps (Python's integers as the oracle)
+    info = np.iinfo(dtype.np)
+    e = np.array([info.min, info.min + 1, -7, -1, 0, 1, 3, info.max], dtype.np)
+    a, b = (v.ravel() for v in np.meshgrid(e, e))
+    q = [0 if y == 0 else abs(x) // abs(y) * (1 if (x < 0) == (y < 0) else -1)
+         for x, y in zip(a.tolist(), b.tolist())]
+    r = [0 if y == 0 else x - qq * y for x, y, qq in zip(a.tolist(), b.tolist(), q)]
+    bits = dtype.itemsize * 8
+    wrap = lambda v: (v + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))  # noqa: E731
+    same(run_op("idiv", [a, b]), np.array([wrap(v) for v in q], dtype.np))
+    same(run_op("rem", [a, b]), np.array([wrap(v) for v in r], dtype.np))
+    assert "integer" in infer_error("idiv", [tt(F32, (2,)), tt(F32, (2,))])
+
+
+@covers("atan")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_atan_and_float_rem(dtype):
+    x = arr((3, 4), dtype, low=-20.0, high=20.0)
+    y = arr((3, 4), dtype, np.random.default_rng(3))
+    same(run_op("atan", [x]), np.arctan(x))
+    same(run_op("rem", [x, y]), np.fmod(x, y))  # C's fmod: the sign of x
+
+
 @covers("random_bits")
 def test_random_bits_known_answers():
     # Random123's known-answer vectors for threefry2x32_20 (kat_vectors): key (k0, k1),

@@ -271,8 +271,8 @@ class Scope:
             if name in s.env:
                 return s.env[name]
             s = s.parent
-        where = node.desc if node is not None else "the graph"
-        raise OnnxError(f"{where}: value '{name}' is used before any node produces it "
+        where = f"{node.desc}: " if node is not None else ""
+        raise OnnxError(f"{where}value '{name}' is used before any node produces it "
                         f"(nodes must be in topological order)")
 
     def add_initializers(self, inits):
@@ -288,7 +288,12 @@ class Scope:
         imp = self.importer
         imp.node_count += 1
         index = imp.node_count
-        vals = [self.lookup(n, None) if n else None for n in proto.input]
+        try:
+            vals = [self.lookup(n, None) if n else None for n in proto.input]
+        except OnnxError as e:
+            nm = f" '{proto.name}'" if proto.name else ""
+            raise OnnxError(f"{proto.op_type} (node {index}{nm}, opset "
+                            f"{self.opset(proto.domain or '')}): {e}") from None
         node = Node(self, proto, vals, index)
         ctx = current_context()
         saved = ctx.loc if ctx is not None else None

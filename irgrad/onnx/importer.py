@@ -109,7 +109,14 @@ class Importer:
         for i, formal in enumerate(f.input):
             sub.env[formal] = node.vals[i] if i < len(node.vals) else None
         body = [_bind_attrs(n, node, f) for n in f.node] if f.attribute or f.attribute_proto else list(f.node)
-        sub.run_nodes(body)
+        try:
+            sub.run_nodes(body)
+        except UnsupportedOnnxError as e:
+            raise UnsupportedOnnxError(f"{node.desc}: in its function body: {e}") from e
+        except OnnxError as e:
+            if isinstance(e, NeedsConstant):
+                raise
+            raise OnnxError(f"{node.desc}: in its function body: {e}") from e
         return [sub.lookup(o, node) if o else None for o in f.output][:node.n_outputs]
 
 
@@ -164,6 +171,19 @@ def _schema_function(node: Node):
     return None
 
 
+def _known_ops(proto, name):
+    """An op ONNX itself does not know (before the checker says so without the node)."""
+    import onnx.defs
+    local = {(f.domain, f.name) for f in proto.functions}
+    opset = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import}
+    for i, n in enumerate(proto.graph.node, 1):
+        dom = n.domain if n.domain != "ai.onnx" else ""
+        if dom == "" and (dom, n.op_type) not in local and not onnx.defs.has(n.op_type):
+            nm = f" '{n.name}'" if n.name else ""
+            raise UnsupportedOnnxError(f"{n.op_type} (node {i}{nm}, opset {opset.get('', '?')}): "
+                                       f"no ONNX op of this name (of {name})")
+
+
 def _input_specs(graph, init_names, input_shapes, constants, name):
     """The graph inputs that are not initializers: names, specs and ONNX element types."""
     inputs = [vi for vi in graph.input if vi.name not in init_names]
@@ -194,6 +214,15 @@ def _input_specs(graph, init_names, input_shapes, constants, name):
             continue
         if vi.name in input_shapes:
             shape = tuple(int(d) for d in input_shapes[vi.name])
+            if tt.HasField("shape"):  # the model's fixed dimensions must agree
+                dims = tt.shape.dim
+                if len(dims) != len(shape):
+                    raise OnnxError(f"{name}: input_shapes gives '{vi.name}' rank {len(shape)} "
+                                    f"({list(shape)}), the model rank {len(dims)}")
+                for k, (d, s) in enumerate(zip(dims, shape)):
+                    if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != s:
+                        raise OnnxError(f"{name}: input_shapes gives '{vi.name}' dimension {k} "
+                                        f"size {s}, but the model fixes it at {d.dim_value}")
         else:
             shape = []
             if not tt.HasField("shape"):
@@ -216,6 +245,7 @@ def _input_specs(graph, init_names, input_shapes, constants, name):
 
 def import_model(proto, name, input_shapes=None, constants=None, check: bool = True):
     """The parts of an OnnxModel: (Function, params, param elems, inputs, output elems, opset)."""
+    _known_ops(proto, name)
     if check:
         check_model(proto, name)
     opsets = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in proto.opset_import}

@@ -576,6 +576,34 @@ def _pow(r, dt, args, odt):
     return r.w.assign(f"call {ty} @{fn}({ty} {a}, {ty} {b})")
 
 
+def _safe_divisor(r, ty, b):
+    """(b == 0, b == -1, a divisor sdiv/srem can take): both of those trap on x86."""
+    w = r.w
+    zero, m1 = w.assign(f"icmp eq {ty} {b}, 0"), w.assign(f"icmp eq {ty} {b}, -1")
+    bad = w.assign(f"or i1 {zero}, {m1}")
+    return zero, m1, bad, w.assign(f"select i1 {bad}, {ty} 1, {ty} {b}")
+
+
+def _idiv(r, dt, args, odt):
+    # C's a / b; a / 0 = 0 and a / -1 = -a (MIN / -1 wraps), as the IR defines them
+    w, ty, (a, b) = r.w, LL[dt], args
+    zero, m1, _, d = _safe_divisor(r, ty, b)
+    q = w.assign(f"sdiv {ty} {a}, {d}")
+    neg = w.assign(f"sub {ty} 0, {a}")
+    q = w.assign(f"select i1 {m1}, {ty} {neg}, {ty} {q}")
+    return w.assign(f"select i1 {zero}, {ty} 0, {ty} {q}")
+
+
+def _rem(r, dt, args, odt):
+    # C's % and fmod; an integer a % 0 = 0 (and a % -1 = 0, which srem could trap on)
+    w, ty, (a, b) = r.w, LL[dt], args
+    if dt.is_float:
+        return w.assign(f"frem {ELEMENT_FLAGS} {ty} {a}, {b}")
+    _, _, bad, d = _safe_divisor(r, ty, b)
+    m = w.assign(f"srem {ty} {a}, {d}")
+    return w.assign(f"select i1 {bad}, {ty} 0, {ty} {m}")
+
+
 def _extremum(name):
     def spell(r, dt, args, odt):
         w, ty, (a, b) = r.w, LL[dt], args
@@ -621,11 +649,11 @@ def _compare(name):
 KernelRenderer.code_for_op = {
     "neg": _neg, "abs": _abs, "sign": _sign, "sqrt": _intrinsic("sqrt"),
     "exp": _math("exp", True), "log": _math("log", True), "tanh": _math("tanh", True),
-    "sin": _math("sin", False), "cos": _math("cos", False),
+    "sin": _math("sin", False), "cos": _math("cos", False), "atan": _math("atan", False),
     "log1p": _math("log1p", False), "expm1": _math("expm1", False), "erf": _math("erf", False),
     "floor": _intrinsic("floor"), "ceil": _intrinsic("ceil"), "round": _intrinsic("roundeven"),
     "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
-    "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    "idiv": _idiv, "rem": _rem, "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
     "bitwise_and": _bits("and"), "bitwise_or": _bits("or"), "bitwise_xor": _bits("xor"),
     "shift_left": _bits("shl"), "shift_right_logical": _bits("lshr"),
     **{name: _compare(name) for name in _FCMP},

@@ -318,6 +318,20 @@ def _pow(r, dt, args, odt):
     return f"pow{_fsuffix(dt)}({args[0]}, {args[1]})"
 
 
+def _idiv(r, dt, args, odt):
+    # C's a / b; a / 0 = 0 and a / -1 = -a (MIN / -1 wraps), as the IR defines them
+    a, b = args
+    return f"(({b}) == 0 ? ({CT[dt]})0 : ({b}) == -1 ? irg_neg({a}) : ({a}) / ({b}))"
+
+
+def _rem(r, dt, args, odt):
+    # C's fmod and %; an integer a % 0 = 0 (and a % -1 = 0: MIN % -1 traps on a CPU)
+    a, b = args
+    if dt.is_float:
+        return f"fmod{_fsuffix(dt)}({a}, {b})"
+    return f"((({b}) == 0 || ({b}) == -1) ? ({CT[dt]})0 : ({a}) % ({b}))"
+
+
 def _extremum(name):
     return lambda r, dt, args, odt: f"irg_{name}({args[0]}, {args[1]})"
 
@@ -347,11 +361,12 @@ def _compare(name):
 
 ExprRenderer.code_for_op = {
     "neg": _neg, "abs": _abs, "sign": _sign,
-    **{name: _math(name) for name in ("exp", "log", "sin", "cos", "tanh", "sqrt", "log1p",
-                                      "expm1", "erf", "floor", "ceil")},
+    **{name: _math(name) for name in ("exp", "log", "sin", "cos", "atan", "tanh", "sqrt",
+                                      "log1p", "expm1", "erf", "floor", "ceil")},
     "round": lambda r, dt, args, odt: f"rint{_fsuffix(dt)}({args[0]})",  # half to even
     "add": _arith("+", "add"), "sub": _arith("-", "sub"), "mul": _arith("*", "mul"),
-    "div": _arith("/", "div"), "pow": _pow, "max": _extremum("max"), "min": _extremum("min"),
+    "div": _arith("/", "div"), "idiv": _idiv, "rem": _rem, "pow": _pow,
+    "max": _extremum("max"), "min": _extremum("min"),
     "bitwise_and": _bits("&"), "bitwise_or": _bits("|"), "bitwise_xor": _bits("^"),
     "shift_left": _bits("<<"), "shift_right_logical": _bits(">>"),
     **{name: _compare(name) for name in CMP},

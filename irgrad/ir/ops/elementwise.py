@@ -122,6 +122,9 @@ def _erf(x):
 unary("erf", _erf,
       lambda b, x, y, t: b.mul(t, b.scale(b.exp(b.neg(b.mul(x[0], x[0]))), 2 / math.sqrt(math.pi))),
       cost=EXPENSIVE)
+# d/dx atan x = 1 / (1 + x^2)
+unary("atan", np.arctan,
+      lambda b, x, y, t: b.div(t, b.add(b.ones_like(x[0]), b.mul(x[0], x[0]))), cost=EXPENSIVE)
 # floor, ceil and round (half to even, as numpy) are piecewise constant: derivative 0
 unary("floor", np.floor, None)
 unary("ceil", np.ceil, None)
@@ -268,6 +271,45 @@ binary("mul", np.multiply, lambda b, x, y, t: b.mul(t, x[1]), lambda b, x, y, t:
 binary("div", np.divide, lambda b, x, y, t: b.div(t, x[1]),
        lambda b, x, y, t: b.neg(b.mul(t, b.div(y, x[1]))), pred=_float, words="floating-point",
        cost=EXPENSIVE, rules=(_div_rules,))
+
+
+# Integer division and remainder are C's: the quotient is truncated toward zero and the
+# remainder has the dividend's sign (a = idiv(a, b) b + rem(a, b)). A divisor of 0 gives 0
+# (numpy's // and % give 0 there too), so native code never traps; MIN / -1 wraps to MIN.
+def _int(d: DType) -> bool:
+    return d.is_int
+
+
+def _guarded_divisor(b):
+    return np.where((b == 0) | (b == -1), np.ones_like(b), b)
+
+
+def _idiv_reference(a, b):
+    with np.errstate(all="ignore"):
+        d = _guarded_divisor(b)
+        q = a // d + ((a % d != 0) & ((a < 0) != (d < 0)))  # floor -> toward zero
+        return np.where(b == 0, 0, np.where(b == -1, -a, q)).astype(a.dtype)
+
+
+def _rem_reference(a, b):
+    with np.errstate(all="ignore"):
+        if a.dtype.kind == "f":
+            return np.fmod(a, b)  # C's fmod: NaN for b = 0 or an infinite a
+        return np.where((b == 0) | (b == -1), 0, np.fmod(a, _guarded_divisor(b))).astype(a.dtype)
+
+
+register(OpDef(
+    name="idiv", infer=_binary_infer("idiv", _int, "integer"),
+    reference=lambda xs, op: [_idiv_reference(xs[0], xs[1])],
+    num_operands=2, elementwise=True, differentiable=False, instruction=True, cost=EXPENSIVE,
+    doc="Integer division truncated toward zero (C's a / b); a / 0 = 0."))
+# d rem(a, b) = da - trunc(a/b) db, where trunc(a/b) = (a - rem(a, b)) / b exactly
+binary("rem", _rem_reference, lambda b, x, y, t: t,
+       lambda b, x, y, t: b.neg(b.mul(t, b.div(b.sub(x[0], y), x[1]))), cost=EXPENSIVE,
+       doc="Remainder of truncated division, with the dividend's sign (C's % and fmod); "
+           "integers: rem(a, 0) = 0.")
+
+
 # d(a^b) = b a^(b-1) da + log(a) a^b db, with the conventions of JAX and PyTorch where the
 # formula is 0 * inf: d/da a^0 = 0 also at a = 0 (the base a^(b-1) is taken at 1 where
 # a = b = 0, so derivatives stay exact wherever a != 0), and d/db a^b = 0 at a = 0
