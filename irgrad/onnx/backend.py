@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import IrgradError
+from ..errors import IrgradError, UnsupportedOnnxError
 from .graph import NeedsConstant
 
 try:
@@ -71,6 +71,9 @@ class IrgradRep(BackendRep):
             inputs = [inputs[n] for n in self.input_names]
         elif not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
+        if any(isinstance(x, (list, tuple, dict)) for x in inputs):
+            raise UnsupportedOnnxError(f"{self.name}: sequence and map inputs are not supported "
+                                       f"(irgrad's values are tensors)")
         arrays = [None if x is None else np.asarray(x) for x in inputs]
         if len(arrays) != len(self.input_names):
             raise IrgradError(f"{self.name} takes {len(self.input_names)} inputs "
