@@ -28,7 +28,7 @@ def _model(name: str):
     import onnx
     sys.path.insert(0, HERE)
     import onnx_models as M
-    return M.with_random_weights(onnx.load(M.light_path(name)), seed=0)
+    return M.with_logits(M.with_random_weights(onnx.load(M.light_path(name)), seed=0))
 
 
 def child(system: str, name: str, threads: int, seconds: float) -> dict:
@@ -44,11 +44,11 @@ def child(system: str, name: str, threads: int, seconds: float) -> dict:
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: x}
-    ref = sess.run(None, feed)[0]
+    ref = sess.run(None, feed)[-1]  # the logits
     row = {"system": system, "model": name, "threads": threads}
     if system == "onnxruntime":
         def call():
-            return sess.run(None, feed)[0]
+            return sess.run(None, feed)[-1]
         row["compile_s"] = 0.0
     else:
         sys.path.insert(0, ROOT)
@@ -63,13 +63,14 @@ def child(system: str, name: str, threads: int, seconds: float) -> dict:
         row["compile_s"] = time.perf_counter() - t0
 
         def call():
-            return run(x)[0]
+            return run(x)[-1]
         compiled = run.compiled
     out = call()
-    # random weights and a 1000-way softmax: compare the logits' softmax at a loose
-    # absolute tolerance (both round differently through 53 layers)
-    row["max_abs_err"] = float(np.max(np.abs(out - ref)))
-    row["ok"] = bool(np.allclose(out, ref, rtol=1e-3, atol=1e-4))
+    # the logits (random weights saturate the softmax), relative to their scale: both
+    # round differently through 53 layers
+    scale = float(np.max(np.abs(ref)))
+    row["max_abs_err"] = float(np.max(np.abs(out - ref))) / scale
+    row["ok"] = bool(row["max_abs_err"] < 1e-4)
     for _ in range(3):
         call()
     times, start = [], time.perf_counter()
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
             lines.append(f"| {r['system']} | {r['threads']} | error: {r['error'][:80]} | | |")
         else:
             lines.append(f"| {r['system']} | {r['threads']} | {r['median_ms']:.1f} | {r['compile_s']:.2f} | "
-                         f"{'yes' if r['ok'] else 'NO'} (max err {r['max_abs_err']:.1e}) |")
+                         f"{'yes' if r['ok'] else 'NO'} (max err {r['max_abs_err']:.1e} of the largest logit) |")
     lines += ["", "| threads | irgrad / onnxruntime |", "|---|---:|"]
     for t in args.threads:
         a = next((r for r in rows if r["system"] == "irgrad-O2" and r["threads"] == t and "median_ms" in r), None)

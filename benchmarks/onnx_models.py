@@ -73,4 +73,17 @@ def with_random_weights(model, seed: int = 0):
     return m
 
 
-__all__ = ["NAMES", "available", "light_path", "with_random_weights"]
+def with_logits(model):
+    """The model with its last Softmax's input (the logits) as a second output: random
+    weights saturate a 1000-way softmax, so outputs alone would compare one-hots."""
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    sm = [n for n in m.graph.node if n.op_type == "Softmax"]
+    if sm:
+        inferred = onnx.shape_inference.infer_shapes(m)
+        m.graph.output.append(next(v for v in inferred.graph.value_info if v.name == sm[-1].input[0]))
+    return m
+
+
+__all__ = ["NAMES", "available", "light_path", "with_logits", "with_random_weights"]

@@ -19,8 +19,9 @@ ALLOWED = {
     "frontend": {"errors", "ir", "pytree"},
     "api": {"errors", "ir", "pytree", "frontend", "backends", "passes"},
     "transforms": {"errors", "ir", "pytree", "frontend", "passes", "backends", "api"},
+    "onnx": {"errors", "ir", "pytree", "frontend", "passes", "backends", "api"},
     "tools": {"errors", "ir", "pytree", "frontend", "passes", "codegen", "backends", "api",
-              "transforms"},
+              "transforms", "onnx"},
     "__init__": None, "__main__": None,  # the package's face may import anything
 }
 

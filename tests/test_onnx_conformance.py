@@ -26,7 +26,12 @@ with warnings.catch_warnings(), np.errstate(all="ignore"):
     _suite = onnx.backend.test.BackendTest(irgrad_backend, __name__)
 for _name in CASES:
     _suite.include(f"^{re.escape(_name)}_cpu$")
-globals().update(_suite.test_cases)
+_wanted = {f"{n}_cpu" for n in CASES}
+_classes = _suite.test_cases  # (a property that builds new classes each time)
+for _cls in _classes.values():  # drop the thousands of cases that would only skip
+    for _attr in [a for a in vars(_cls) if a.startswith("test_") and a not in _wanted]:
+        delattr(_cls, _attr)
+globals().update(_classes)
 
 
 def test_the_subset_covers_every_op_family():

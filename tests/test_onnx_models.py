@@ -36,18 +36,6 @@ def _data_input(model) -> str:
     return next(vi.name for vi in model.graph.input if vi.name not in init)
 
 
-def _with_logits(model):
-    """The model with the softmax's input as a second output."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    sm = [n for n in m.graph.node if n.op_type == "Softmax"]
-    if sm:
-        inferred = onnx.shape_inference.infer_shapes(m)
-        vi = next(v for v in inferred.graph.value_info if v.name == sm[-1].input[0])
-        m.graph.output.append(vi)
-    return m
-
-
 def _ort(model, x):
     ort = pytest.importorskip("onnxruntime")
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -69,7 +57,7 @@ def test_light_model_matches_reference(name):
     m = ig.onnx.load(model)
     shipped = len(m.params)  # the ConstantOfShape weights are constants
     _close(m.compile("cpu", "O2")(x), _ort(model, x))
-    rand = _with_logits(M.with_random_weights(model, seed=1))
+    rand = M.with_logits(M.with_random_weights(model, seed=1))
     m = ig.onnx.load(rand)
     assert len(m.params) > shipped + 10  # the random weights are parameters, not constants
     out = m.compile("cpu", "O2")(x)

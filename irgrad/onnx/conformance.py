@@ -198,6 +198,15 @@ def write_markdown(path: str, summary: dict, results: dict, descs: dict, seconds
         "function body. Tensors of types the IR does not hold (float16, bfloat16, 8- to "
         "32-bit integers) are widened at the boundary (docs/onnx-guide.md).",
         "",
+        "One case, or any that match a regex, with the reason for each that does not pass:",
+        "",
+        "```console",
+        "$ python -m irgrad.onnx.conformance -k '^test_(relu|conv_with_strides_padding)$' -v",
+        "...",
+        "2 cases: 2 passed, 0 failed, 0 unsupported; native-dtype cases 2/2",
+        "...",
+        "```",
+        "",
         "## Per op type",
         "",
         "| op | passed | failed | unsupported |",
@@ -239,8 +248,9 @@ def main(argv=None):
     seconds = time.time() - t0
     s = summarize(descs, results)
     tot, nat = s["total"], s["native"]
-    print(f"{len(names)} cases in {seconds:.0f} s: {tot['passed']} passed, {tot['failed']} failed, "
+    print(f"{len(names)} cases: {tot['passed']} passed, {tot['failed']} failed, "
           f"{tot['unsupported']} unsupported; native-dtype cases {nat['passed']}/{sum(nat.values())}")
+    print(f"({seconds:.0f} s)")
     if args.verbose:
         for n in sorted(results):
             if results[n][0] != "passed":
