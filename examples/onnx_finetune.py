@@ -217,26 +217,13 @@ def train(backend="cpu", epochs=15, pipeline="O2", threads=None, seed=0, lr=LR, 
     print(f"imported the model and compiled the training step and the evaluation for the "
           f"{backend} backend (pipeline {pipeline}) in {time.perf_counter() - t0:.2f} s")
 
-    rng = np.random.default_rng(seed)
-    n_batches = len(x_train) // BATCH
-    losses, accuracy, seconds = [], [], 0.0
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        order = rng.permutation(len(x_train))
-        total = 0.0
-        bar = irgrad.tools.train.progress(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}",
-                                          leave=False, disable=True if quiet else None, unit="batch",
-                                          file=sys.stdout)
-        for b in bar:
-            idx = order[b * BATCH:(b + 1) * BATCH]
-            total += train_step(x_train[idx], y_train[idx])
-        bar.close()
+    def test_accuracy():
         logits = evaluate(train_step.params, x_test)
-        acc = float(np.mean(np.argmax(logits, axis=1) == y_test))
-        seconds += time.perf_counter() - t0
-        losses.append(total / n_batches)
-        accuracy.append(acc)
-        print(f"epoch {epoch:3d}/{epochs}  loss {losses[-1]:.4f}  test accuracy {acc:6.2%}")
+        return float(np.mean(np.argmax(logits, axis=1) == y_test))
+
+    n_batches = len(x_train) // BATCH
+    losses, accuracy, seconds = irgrad.tools.train.train_epochs(
+        train_step, test_accuracy, x_train, y_train, epochs, BATCH, seed, quiet)
     print(f"fine-tuned {epochs} epochs ({epochs * n_batches} steps) in {seconds:.2f} s on the "
           f"{backend} backend; final test accuracy {accuracy[-1]:.2%}")
     params = {k: np.array(v) for k, v in train_step.params.items()}

@@ -21,10 +21,7 @@ import json
 import os
 import random
 import re
-import select
-import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -36,6 +33,7 @@ from irgrad.ir.registry import all_ops
 from irgrad.transforms.training import _spec_tree
 
 from strategies import HAND_PLANNED, programs
+from case_workers import run_case_workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -185,39 +183,9 @@ def run_cases(cases) -> list[tuple[int, str, str]]:
     with open(path, "w") as fh:
         json.dump(cases, fh)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + HERE, IRGRAD_CACHE="0")
-    results: dict[int, tuple[str, str]] = {}
-    start = 0
     try:
-        while start < len(cases):
-            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fuzz_worker.py"), path, str(start)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            current, started = None, time.monotonic()
-            while True:
-                ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-                if ready:
-                    line = proc.stdout.readline()
-                    if not line:
-                        break
-                    word, _, rest = line.strip().partition(" ")
-                    if word == "START":
-                        current, started = int(rest), time.monotonic()
-                    elif word == "DONE":
-                        i, outcome, detail = rest.split(" ", 2)
-                        results[int(i)] = (outcome, json.loads(detail))
-                        current = None
-                elif current is not None and time.monotonic() - started > CASE_TIMEOUT:
-                    proc.kill()
-                    results[current] = ("FAIL-hang", f"no result after {CASE_TIMEOUT:.0f} s")
-                    break
-            proc.wait()
-            if current is not None and current not in results:
-                err = proc.stderr.read()[-500:]
-                results[current] = ("FAIL-crash", f"worker died (exit {proc.returncode}): {err}")
-            done = max(results) + 1 if results else 0
-            if current is None and done < len(cases) and proc.returncode != 0:
-                results[done] = ("FAIL-crash", f"worker exit {proc.returncode}: {proc.stderr.read()[-500:]}")
-                done += 1
-            start = done
+        results = run_case_workers([sys.executable, os.path.join(HERE, "fuzz_worker.py"), path],
+                                   len(cases), env, CASE_TIMEOUT)
     finally:
         os.unlink(path)
     return [(i, *results[i]) for i in sorted(results)]

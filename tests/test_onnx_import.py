@@ -22,10 +22,7 @@ import json
 import os
 import pickle
 import random
-import select
-import subprocess
 import sys
-import time
 import traceback
 
 import numpy as np
@@ -37,6 +34,7 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import irgrad as ig  # noqa: E402
 from irgrad.onnx import dtypes  # noqa: E402
+from case_workers import run_case_workers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -482,38 +480,9 @@ def test_fuzz_mutated_models_raise_only_irgrad_errors(tmp_path):
     code = (f"import sys; sys.path.insert(0, {HERE!r}); import test_onnx_import as t; "
             f"t._fuzz_worker(sys.argv[1], int(sys.argv[2]))")
     env = dict(os.environ, PYTHONPATH=REPO, IRGRAD_CACHE="0")
-    results: dict[int, tuple[str, str]] = {}
-    start = 0
-    while start < len(cases):
-        proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        current, began = None, time.monotonic()
-        while True:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                word, _, rest = line.strip().partition(" ")
-                if word == "START":
-                    current, began = int(rest), time.monotonic()
-                elif word == "DONE":
-                    i, outcome, detail = rest.split(" ", 2)
-                    results[int(i)] = (outcome, json.loads(detail))
-                    current = None
-            elif current is not None and time.monotonic() - began > CASE_TIMEOUT:
-                proc.kill()
-                results[current] = ("FAIL", f"no result after {CASE_TIMEOUT:.0f} s (a hang)")
-                break
-        proc.wait()
-        err = proc.stderr.read()
-        if current is not None and current not in results:  # the worker died in this case
-            results[current] = ("FAIL", f"the worker died (exit {proc.returncode}): {err[-500:]}")
-        if current is None and len(results) < len(cases) and start == len(results) and proc.returncode:
-            pytest.fail(f"the fuzz worker failed to start (exit {proc.returncode}): {err[-2000:]}")
-        start = max(results) + 1 if results else len(cases)
+    results = run_case_workers([sys.executable, "-c", code, str(path)], len(cases), env, CASE_TIMEOUT)
     outcomes = {k: v[0] for k, v in results.items()}
-    fails = [(i, results[i][1]) for i in sorted(results) if results[i][0] == "FAIL"]
+    fails = [(i, results[i][1]) for i in sorted(results) if results[i][0].startswith("FAIL")]
     assert not fails, "\n".join(f"case {i} (seed {seed}): {d}" for i, d in fails)
     assert all(outcomes[i] == "ok" for i, c in enumerate(cases) if c["base"]), \
         [results[i] for i, c in enumerate(cases) if c["base"]]

@@ -79,7 +79,6 @@ def _dtype_of_array(a: np.ndarray):
 
 def _attr_value(a, node_desc: str):
     import onnx
-    from onnx import numpy_helper
     t = onnx.AttributeProto
     if a.type == t.FLOAT:
         return float(a.f)

@@ -88,6 +88,33 @@ def progress(iterable, **tqdm_options):
     return tqdm(iterable, **tqdm_options)
 
 
+def train_epochs(step, test_accuracy, x_train, y_train, epochs: int, batch: int, seed: int,
+                 quiet: bool = False):
+    """The examples' training loop: `epochs` passes over shuffled batches of `batch` with the
+    compiled `step`, printing each epoch's mean loss and `test_accuracy()`; returns
+    (mean losses, accuracies, training seconds)."""
+    import time
+    rng = np.random.default_rng(seed)
+    n_batches = len(x_train) // batch
+    losses, accuracy, seconds = [], [], 0.0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(len(x_train))
+        total = 0.0
+        bar = progress(range(n_batches), desc=f"epoch {epoch:3d}/{epochs}", leave=False,
+                       disable=True if quiet else None, unit="batch", file=sys.stdout)
+        for b in bar:
+            idx = order[b * batch:(b + 1) * batch]
+            total += step(x_train[idx], y_train[idx])
+        bar.close()
+        acc = test_accuracy()
+        seconds += time.perf_counter() - t0
+        losses.append(total / n_batches)
+        accuracy.append(acc)
+        print(f"epoch {epoch:3d}/{epochs}  loss {losses[-1]:.4f}  test accuracy {acc:6.2%}")
+    return losses, accuracy, seconds
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every example takes; each defaults to None (= the example's default)."""
     g = parser.add_argument_group("training options (every example)")

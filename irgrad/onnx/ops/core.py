@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import frontend as _fe  # noqa: F401  (the DSL the handlers call)
 from ...frontend import library as L
 from ...frontend.tensor import Tensor
 from ...ir.types import DType
 from .. import dtypes
-from ..graph import Val, tensor_proto_value
+from ..graph import Val
 from . import onnx_op
 
 

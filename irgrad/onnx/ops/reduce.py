@@ -309,7 +309,6 @@ def nll(node, logp: Tensor, target: Tensor):
     reduction = node.attr("reduction", "mean")
     if reduction not in ("none", "sum", "mean"):
         raise node.error(f"reduction must be none, sum or mean, got '{reduction}'")
-    c = logp.shape[1]
     t = L.reshape(target, target.shape[:1] + (1,) + target.shape[1:])
     # the picked log-probability as a one-hot sum: a target outside [0, C) picks nothing
     hit = iota(logp.shape, 1, target.dtype) == t
